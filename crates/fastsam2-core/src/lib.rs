@@ -1,0 +1,3 @@
+//! FastSAM2 core: everything that does not need a tensor library.
+
+pub mod rle;
