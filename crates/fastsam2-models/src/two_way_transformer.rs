@@ -1,0 +1,208 @@
+//! `TwoWayTransformer` of SAM's mask decoder (`segment_anything/modeling/transformer.py`;
+//! identical in SAM 2).
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Activation, MlpBlock};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TwoWayTransformerConfig {
+    pub depth: usize,
+    pub embedding_dim: usize,
+    pub num_heads: usize,
+    pub mlp_dim: usize,
+    pub attention_downsample_rate: usize,
+}
+
+impl TwoWayTransformerConfig {
+    /// The official decoder transformer (depth 2, 256 wide, 8 heads, MLP 2048).
+    pub fn sam() -> Self {
+        Self {
+            depth: 2,
+            embedding_dim: 256,
+            num_heads: 8,
+            mlp_dim: 2048,
+            attention_downsample_rate: 2,
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> TwoWayTransformer {
+        let d = self.embedding_dim;
+        let ln = || LayerNormConfig::new(d).with_epsilon(1e-5).init(device);
+        let layers = (0..self.depth)
+            .map(|i| TwoWayAttentionBlock {
+                self_attn: Attention::new(d, self.num_heads, 1, device),
+                norm1: ln(),
+                cross_attn_token_to_image: Attention::new(
+                    d,
+                    self.num_heads,
+                    self.attention_downsample_rate,
+                    device,
+                ),
+                norm2: ln(),
+                mlp: MlpBlock::new(d, self.mlp_dim, Activation::Relu, device),
+                norm3: ln(),
+                norm4: ln(),
+                cross_attn_image_to_token: Attention::new(
+                    d,
+                    self.num_heads,
+                    self.attention_downsample_rate,
+                    device,
+                ),
+                skip_first_layer_pe: i == 0,
+            })
+            .collect();
+        TwoWayTransformer {
+            layers,
+            final_attn_token_to_image: Attention::new(
+                d,
+                self.num_heads,
+                self.attention_downsample_rate,
+                device,
+            ),
+            norm_final_attn: ln(),
+        }
+    }
+}
+
+/// Attention with projections to an internal dim of `embedding_dim / downsample_rate`.
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    pub num_heads: usize,
+}
+
+impl Attention {
+    pub fn new(dim: usize, num_heads: usize, downsample_rate: usize, device: &Device) -> Self {
+        Self::with_kv_dim(dim, dim, num_heads, downsample_rate, device)
+    }
+
+    /// Keys/values of another width (SAM 2 memory attention: `kv_in_dim`).
+    pub fn with_kv_dim(
+        dim: usize,
+        kv_dim: usize,
+        num_heads: usize,
+        downsample_rate: usize,
+        device: &Device,
+    ) -> Self {
+        let internal = dim / downsample_rate;
+        Self {
+            q_proj: LinearConfig::new(dim, internal).init(device),
+            k_proj: LinearConfig::new(kv_dim, internal).init(device),
+            v_proj: LinearConfig::new(kv_dim, internal).init(device),
+            out_proj: LinearConfig::new(internal, dim).init(device),
+            num_heads,
+        }
+    }
+
+    /// [B, N, C] -> [B, nH, N, C/nH]
+    pub fn separate_heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, n, c] = x.dims();
+        x.reshape([b, n, self.num_heads, c / self.num_heads])
+            .swap_dims(1, 2)
+    }
+
+    /// [B, nH, N, c] -> [B, N, nH*c]
+    pub fn recombine_heads(x: Tensor<4>) -> Tensor<3> {
+        let [b, nh, n, c] = x.dims();
+        x.swap_dims(1, 2).reshape([b, n, nh * c])
+    }
+
+    pub fn forward(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
+        let q = self.separate_heads(self.q_proj.forward(q));
+        let k = self.separate_heads(self.k_proj.forward(k));
+        let v = self.separate_heads(self.v_proj.forward(v));
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        self.out_proj.forward(Self::recombine_heads(out))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct TwoWayAttentionBlock {
+    pub self_attn: Attention,
+    pub norm1: LayerNorm,
+    pub cross_attn_token_to_image: Attention,
+    pub norm2: LayerNorm,
+    pub mlp: MlpBlock,
+    pub norm3: LayerNorm,
+    pub norm4: LayerNorm,
+    pub cross_attn_image_to_token: Attention,
+    pub skip_first_layer_pe: bool,
+}
+
+impl TwoWayAttentionBlock {
+    pub fn forward(
+        &self,
+        queries: Tensor<3>,
+        keys: Tensor<3>,
+        query_pe: Tensor<3>,
+        key_pe: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let queries = if self.skip_first_layer_pe {
+            self.self_attn
+                .forward(queries.clone(), queries.clone(), queries)
+        } else {
+            let q = queries.clone() + query_pe.clone();
+            queries.clone() + self.self_attn.forward(q.clone(), q, queries)
+        };
+        let queries = self.norm1.forward(queries);
+
+        let q = queries.clone() + query_pe.clone();
+        let k = keys.clone() + key_pe;
+        let queries = queries
+            + self
+                .cross_attn_token_to_image
+                .forward(q, k.clone(), keys.clone());
+        let queries = self.norm2.forward(queries);
+
+        let queries = queries.clone() + self.mlp.forward(queries);
+        let queries = self.norm3.forward(queries);
+
+        let q = queries.clone() + query_pe;
+        let keys = keys
+            + self
+                .cross_attn_image_to_token
+                .forward(k, q, queries.clone());
+        let keys = self.norm4.forward(keys);
+        (queries, keys)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct TwoWayTransformer {
+    pub layers: Vec<TwoWayAttentionBlock>,
+    pub final_attn_token_to_image: Attention,
+    pub norm_final_attn: LayerNorm,
+}
+
+impl TwoWayTransformer {
+    /// image_embedding, image_pe: [B, C, h, w]; point_embedding: [B, N, C].
+    /// Returns (queries [B, N, C], keys [B, h*w, C]).
+    pub fn forward(
+        &self,
+        image_embedding: Tensor<4>,
+        image_pe: Tensor<4>,
+        point_embedding: Tensor<3>,
+    ) -> (Tensor<3>, Tensor<3>) {
+        let image_embedding = image_embedding.flatten::<3>(2, 3).swap_dims(1, 2);
+        let image_pe = image_pe.flatten::<3>(2, 3).swap_dims(1, 2);
+        let mut queries = point_embedding.clone();
+        let mut keys = image_embedding;
+        for layer in &self.layers {
+            (queries, keys) =
+                layer.forward(queries, keys, point_embedding.clone(), image_pe.clone());
+        }
+        let q = queries.clone() + point_embedding;
+        let k = keys.clone() + image_pe;
+        let queries = queries + self.final_attn_token_to_image.forward(q, k, keys.clone());
+        (self.norm_final_attn.forward(queries), keys)
+    }
+}
