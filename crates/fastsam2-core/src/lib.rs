@@ -1,3 +1,5 @@
 //! FastSAM2 core: everything that does not need a tensor library.
 
+pub mod image_io;
+pub mod resize;
 pub mod rle;
