@@ -199,8 +199,12 @@ fn derive_vit(ck: &Checkpoint) -> std::result::Result<ImageEncoderViTConfig, Str
 
 fn derive_tiny_vit(ck: &Checkpoint) -> std::result::Result<TinyViTConfig, String> {
     let p = "image_encoder";
-    let n = ck.count_indexed(&format!("{p}.layers."), ".blocks.0.conv1.c.weight")
-        + ck.count_indexed(&format!("{p}.layers."), ".blocks.0.attn.qkv.weight");
+    let n = (0..)
+        .take_while(|i| {
+            ck.contains(&format!("{p}.layers.{i}.blocks.0.conv1.c.weight"))
+                || ck.contains(&format!("{p}.layers.{i}.blocks.0.attn.qkv.weight"))
+        })
+        .count();
     let mut embed_dims = Vec::new();
     let mut depths = Vec::new();
     let mut num_heads = Vec::new();

@@ -147,3 +147,21 @@ fn sam_vit_micro_matches_official() {
 fn mobilesam_micro_matches_official() {
     run("mobilesam_micro");
 }
+
+/// Model-type detection from keys and shapes alone recovers every hyper-parameter that
+/// shapes determine (the fixtures also carry their exact config in the metadata).
+#[test]
+fn detection_from_shapes_recovers_the_config() {
+    use fastsam2_models::registry::{ModelConfig, detect};
+    for tag in ["sam_vit_micro", "mobilesam_micro"] {
+        let mut ck = Checkpoint::read(fixtures().join(tag).join("weights.safetensors")).unwrap();
+        let declared = detect(&ck).unwrap();
+        ck.metadata.clear();
+        let derived = detect(&ck).unwrap();
+        let (ModelConfig::Sam(mut d), ModelConfig::Sam(e)) = (derived, declared);
+        // The decoder's head count is the one thing shapes cannot tell (official: 8).
+        assert_eq!(d.mask_decoder.transformer.num_heads, 8);
+        d.mask_decoder.transformer.num_heads = e.mask_decoder.transformer.num_heads;
+        assert_eq!(d, e, "{tag}");
+    }
+}

@@ -1,1 +1,8 @@
+//! FastSAM2 predictors: pre/post-processing around the models.
 
+pub mod error;
+pub mod image_predictor;
+pub mod postprocess;
+
+pub use error::{PredictError, Result};
+pub use image_predictor::{EncodedImage, ImagePredictor, Prediction};
