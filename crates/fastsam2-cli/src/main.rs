@@ -1,1 +1,78 @@
-fn main() {}
+//! `fastsam2`: promptable segmentation of images and video.
+
+mod eval_cmd;
+#[cfg(feature = "vulkan")]
+mod gpu;
+mod model_args;
+mod segment;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fastsam2",
+    version,
+    about = "Fast promptable segmentation (SAM, MobileSAM, SAM 2) on CPU and GPU"
+)]
+struct Cli {
+    /// Log level for stderr (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    /// Worker threads for the tensor backend (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Segment one image from points, boxes and/or a previous mask.
+    Segment(segment::SegmentArgs),
+    /// Score predictions with the official protocols (DAVIS, interactive, COCO, panoptic).
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
+    /// List the registered models and their checkpoints.
+    Models,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{},ureq=warn,rustls=warn", cli.log))
+    });
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .with_env_filter(filter)
+        .init();
+    if let Some(n) = cli.threads
+        && let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+    {
+        eprintln!("error: cannot set {n} threads: {e}");
+        std::process::exit(2);
+    }
+    let result = match cli.command {
+        Command::Segment(a) => segment::run(a),
+        Command::Eval(c) => eval_cmd::run(c),
+        Command::Models => {
+            for e in fastsam2_models::registry::REGISTRY {
+                println!(
+                    "{:<22} {:<48} hf://{}/{}",
+                    e.name, e.description, e.hf_repo, e.hf_file
+                );
+            }
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        // One line: the error and its causes.
+        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", msg.join(": "));
+        std::process::exit(1);
+    }
+}

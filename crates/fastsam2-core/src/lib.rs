@@ -1,5 +1,8 @@
 //! FastSAM2 core: everything that does not need a tensor library.
 
 pub mod image_io;
+pub mod mask_io;
+pub mod overlay;
+pub mod prompt;
 pub mod resize;
 pub mod rle;

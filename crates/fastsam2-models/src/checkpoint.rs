@@ -79,7 +79,7 @@ fn to_f32(path: &Path, key: &str, dtype: DType, bytes: &[u8]) -> Result<Option<V
         ),
     };
     let chunks = |w: usize| {
-        if bytes.len() % w != 0 {
+        if !bytes.len().is_multiple_of(w) {
             Err(bad())
         } else {
             Ok(bytes.chunks_exact(w))

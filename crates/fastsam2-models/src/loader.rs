@@ -55,7 +55,7 @@ pub fn load_checkpoint(
             Network::Sam(sam)
         }
     };
-    tracing::info!(model = %name, path = %path.display(), tensors = ck.tensors.len(), "loaded checkpoint");
+    tracing::debug!(model = %name, path = %path.display(), tensors = ck.tensors.len(), "loaded checkpoint");
     Ok(LoadedModel {
         name,
         config,

@@ -74,6 +74,7 @@ impl SamConfig {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // one per model, never in collections
 #[derive(Module, Debug)]
 pub enum ImageEncoder {
     Vit(ImageEncoderViT),

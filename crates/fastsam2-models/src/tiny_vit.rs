@@ -158,6 +158,7 @@ impl Conv2dBn {
     }
 }
 
+#[allow(clippy::large_enum_variant)] // mirrors an nn.Sequential of three entries
 #[derive(Module, Debug)]
 pub enum SeqLayer {
     ConvBn(Conv2dBn),

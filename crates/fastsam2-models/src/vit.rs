@@ -253,9 +253,9 @@ impl Attention {
             .forward(x.reshape([b, l, c]))
             .reshape([b, l, 3, nh, hd])
             .permute([2, 0, 3, 1, 4]);
-        let q: Tensor<4> = qkv.clone().slice([0..1]).reshape([b, nh, l, hd]);
-        let k: Tensor<4> = qkv.clone().slice([1..2]).reshape([b, nh, l, hd]);
-        let v: Tensor<4> = qkv.slice([2..3]).reshape([b, nh, l, hd]);
+        let q: Tensor<4> = qkv.clone().narrow(0, 0, 1).reshape([b, nh, l, hd]);
+        let k: Tensor<4> = qkv.clone().narrow(0, 1, 1).reshape([b, nh, l, hd]);
+        let v: Tensor<4> = qkv.narrow(0, 2, 1).reshape([b, nh, l, hd]);
 
         let bias = match (&self.rel_pos_h, &self.rel_pos_w) {
             (Some(rh), Some(rw)) => Some(
