@@ -37,7 +37,20 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                // Usage errors in one line, like every other error.
+                let text = e.render().to_string();
+                eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+                std::process::exit(2);
+            }
+        },
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{},ureq=warn,rustls=warn", cli.log))
     });
