@@ -1,10 +1,14 @@
 //! `fastsam2`: promptable segmentation of images and video.
 
+mod alloc;
+mod bench;
 mod eval_cmd;
 #[cfg(feature = "vulkan")]
 mod gpu;
 mod model_args;
 mod segment;
+mod track;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -29,14 +33,21 @@ struct Cli {
 enum Command {
     /// Segment one image from points, boxes and/or a previous mask.
     Segment(segment::SegmentArgs),
+    /// Track objects through a video (SAM 2): rounds of prompts, propagation, per-object masks.
+    Track(track::TrackArgs),
     /// Score predictions with the official protocols (DAVIS, interactive, COCO, panoptic).
     #[command(subcommand)]
     Eval(eval_cmd::EvalCommand),
     /// List the registered models and their checkpoints.
     Models,
+    /// Fine-tune a model (full, adapter or LoRA) from a TOML config; export checkpoints.
+    Train(train_cmd::TrainArgs),
+    /// Time the engine (encoder, prompt -> mask) like the reference harness's bench.py.
+    Bench(bench::BenchArgs),
 }
 
 fn main() {
+    alloc::configure();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => match e.kind() {
@@ -46,7 +57,10 @@ fn main() {
             _ => {
                 // Usage errors in one line, like every other error.
                 let text = e.render().to_string();
-                eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+                eprintln!(
+                    "{}",
+                    text.lines().next().unwrap_or("error: invalid arguments")
+                );
                 std::process::exit(2);
             }
         },
@@ -71,7 +85,10 @@ fn main() {
     }
     let result = match cli.command {
         Command::Segment(a) => segment::run(a),
+        Command::Track(a) => track::run(a),
         Command::Eval(c) => eval_cmd::run(c),
+        Command::Train(a) => train_cmd::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Models => {
             for e in fastsam2_models::registry::REGISTRY {
                 println!(

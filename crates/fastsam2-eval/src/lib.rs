@@ -31,6 +31,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod binary;
 pub mod bitmask;
 pub mod coco;
 pub mod datasets;

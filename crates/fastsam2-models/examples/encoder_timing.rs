@@ -1,16 +1,22 @@
 //! Quick timing of the image encoder: `cargo run --release --example encoder_timing -- WEIGHTS [reps]`.
 use std::time::Instant;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::tensor::{Device, Tensor};
 use fastsam2_models::loader::{Network, load_checkpoint};
 use fastsam2_models::sam::ImageEncoder;
 
 fn main() {
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     let args: Vec<String> = std::env::args().collect();
     let device = Device::flex();
     let m = load_checkpoint(args[1].as_ref(), None, None, &device).unwrap();
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
-    let Network::Sam(sam) = &m.network;
+    let Network::Sam(sam) = &m.network else {
+        panic!("encoder_timing runs SAM v1 models")
+    };
     let x = Tensor::<4>::random(
         [1, 3, 1024, 1024],
         burn::tensor::Distribution::Normal(0.0, 1.0),

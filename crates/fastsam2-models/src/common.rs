@@ -4,9 +4,11 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::{gelu, relu, sigmoid};
+use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::layer_norm;
 use burn::tensor::{Device, Tensor};
+
+use crate::peft::{Lora, linear_lora};
 
 /// Channel-wise LayerNorm of an NCHW tensor (`common.LayerNorm2d`, eps 1e-6).
 #[derive(Module, Debug)]
@@ -49,7 +51,7 @@ pub enum Activation {
 impl Activation {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            Activation::Gelu => gelu(x),
+            Activation::Gelu => crate::kernels::gelu(x),
             Activation::Relu => relu(x),
         }
     }
@@ -62,6 +64,9 @@ pub struct MlpBlock {
     pub lin2: Linear,
     #[module(skip)]
     pub act: Activation,
+    /// Optional LoRA branches (fine-tuning; `None` in official models).
+    pub lin1_lora: Option<Lora>,
+    pub lin2_lora: Option<Lora>,
 }
 
 impl MlpBlock {
@@ -70,19 +75,27 @@ impl MlpBlock {
             lin1: LinearConfig::new(dim, hidden).init(device),
             lin2: LinearConfig::new(hidden, dim).init(device),
             act,
+            lin1_lora: None,
+            lin2_lora: None,
         }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.lin2.forward(self.act.forward(self.lin1.forward(x)))
+        let h = self
+            .act
+            .forward(linear_lora(&self.lin1, &self.lin1_lora, x));
+        linear_lora(&self.lin2, &self.lin2_lora, h)
     }
 }
 
-/// `mask_decoder.MLP`: `num_layers` linears with ReLU between them, optional sigmoid.
+/// `mask_decoder.MLP` / `sam2_utils.MLP`: `num_layers` linears with an activation (ReLU unless
+/// given) between them, optional sigmoid.
 #[derive(Module, Debug)]
 pub struct Mlp {
     pub layers: Vec<Linear>,
     pub sigmoid_output: bool,
+    #[module(skip)]
+    pub act: Activation,
 }
 
 impl Mlp {
@@ -107,6 +120,22 @@ impl Mlp {
         Self {
             layers,
             sigmoid_output,
+            act: Activation::Relu,
+        }
+    }
+
+    /// An MLP with another activation between its layers (SAM 2's Hiera MLP uses GELU).
+    pub fn with_activation(
+        input_dim: usize,
+        hidden_dim: usize,
+        output_dim: usize,
+        num_layers: usize,
+        act: Activation,
+        device: &Device,
+    ) -> Self {
+        Self {
+            act,
+            ..Self::new(input_dim, hidden_dim, output_dim, num_layers, false, device)
         }
     }
 
@@ -115,7 +144,7 @@ impl Mlp {
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x);
             if i + 1 < n {
-                x = relu(x);
+                x = self.act.forward(x);
             }
         }
         if self.sigmoid_output {

@@ -9,11 +9,13 @@ use crate::checkpoint::{Checkpoint, apply_checkpoint};
 use crate::error::{ModelError, Result};
 use crate::registry::{self, ModelConfig};
 use crate::sam::Sam;
+use crate::sam2::Sam2;
 
 /// The network of a loaded model.
 #[derive(Debug)]
 pub enum Network {
     Sam(Sam),
+    Sam2(Box<Sam2>),
 }
 
 /// A model ready for inference: its name (registry name or "custom"), config and weights.
@@ -53,6 +55,11 @@ pub fn load_checkpoint(
             let mut sam = c.init(device);
             apply_checkpoint(&mut sam, &ck, &name, IGNORABLE)?;
             Network::Sam(sam)
+        }
+        ModelConfig::Sam2(c) => {
+            let mut sam2 = c.init(device);
+            apply_checkpoint(&mut sam2, &ck, &name, IGNORABLE)?;
+            Network::Sam2(Box::new(sam2))
         }
     };
     tracing::debug!(model = %name, path = %path.display(), tensors = ck.tensors.len(), "loaded checkpoint");

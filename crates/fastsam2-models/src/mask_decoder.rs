@@ -1,14 +1,48 @@
-//! `MaskDecoder` (`segment_anything/modeling/mask_decoder.py`): output tokens + two-way
-//! transformer + upscaling + hypernetwork MLPs + IoU head.
+//! `MaskDecoder`: output tokens + two-way transformer + upscaling + hypernetwork MLPs + IoU
+//! head (`segment_anything/modeling/mask_decoder.py`), with SAM 2's additions behind its
+//! config (`sam2/modeling/sam/mask_decoder.py`): object-score token and head, high-resolution
+//! skip features (`conv_s0`/`conv_s1`), sigmoid IoU, dynamic multimask via stability, and the
+//! output tokens used for object pointers.
 
 use burn::module::Module;
-use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
-use burn::nn::{Embedding, EmbeddingConfig, Gelu};
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Gelu, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{LayerNorm2d, Mlp};
+use crate::common::{LayerNorm2d, Mlp, tensor_from_vec, tensor_to_vec};
 use crate::two_way_transformer::{TwoWayTransformer, TwoWayTransformerConfig};
+
+/// SAM 2 options of the decoder (all off for SAM v1).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sam2DecoderOptions {
+    pub use_high_res_features: bool,
+    pub iou_prediction_use_sigmoid: bool,
+    pub pred_obj_scores: bool,
+    pub pred_obj_scores_mlp: bool,
+    pub use_multimask_token_for_obj_ptr: bool,
+    /// Single-mask output falls back to the best multimask output when unstable
+    /// (`dynamic_multimask_via_stability`, set by `build_sam2*` postprocessing).
+    pub dynamic_multimask_via_stability: bool,
+    pub dynamic_multimask_stability_delta: f32,
+    pub dynamic_multimask_stability_thresh: f32,
+}
+
+impl Sam2DecoderOptions {
+    /// The official SAM 2 / 2.1 decoder as built by `build_sam2` (postprocessing on).
+    pub fn sam2() -> Self {
+        Self {
+            use_high_res_features: true,
+            iou_prediction_use_sigmoid: true,
+            pred_obj_scores: true,
+            pred_obj_scores_mlp: true,
+            use_multimask_token_for_obj_ptr: true,
+            dynamic_multimask_via_stability: true,
+            dynamic_multimask_stability_delta: 0.05,
+            dynamic_multimask_stability_thresh: 0.98,
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MaskDecoderConfig {
@@ -17,6 +51,8 @@ pub struct MaskDecoderConfig {
     pub num_multimask_outputs: usize,
     pub iou_head_depth: usize,
     pub iou_head_hidden_dim: usize,
+    #[serde(default)]
+    pub sam2: Sam2DecoderOptions,
 }
 
 impl MaskDecoderConfig {
@@ -27,6 +63,7 @@ impl MaskDecoderConfig {
             num_multimask_outputs: 3,
             iou_head_depth: 3,
             iou_head_hidden_dim: 256,
+            sam2: Sam2DecoderOptions::default(),
         }
     }
 
@@ -38,10 +75,15 @@ impl MaskDecoderConfig {
                 .with_stride([2, 2])
                 .init(device)
         };
+        let o = &self.sam2;
+        let conv1 = |cout| Conv2dConfig::new([d, cout], [1, 1]).init(device);
         MaskDecoder {
             transformer: self.transformer.init(device),
             iou_token: EmbeddingConfig::new(1, d).init(device),
             mask_tokens: EmbeddingConfig::new(n_tokens, d).init(device),
+            obj_score_token: o
+                .pred_obj_scores
+                .then(|| EmbeddingConfig::new(1, d).init(device)),
             output_upscaling: vec![
                 UpscaleLayer::ConvT(up(d, d / 4)),
                 UpscaleLayer::Norm(LayerNorm2d::new(d / 4, 1e-6, device)),
@@ -49,6 +91,8 @@ impl MaskDecoderConfig {
                 UpscaleLayer::ConvT(up(d / 4, d / 8)),
                 UpscaleLayer::Act(Gelu::default()),
             ],
+            conv_s0: o.use_high_res_features.then(|| conv1(d / 8)),
+            conv_s1: o.use_high_res_features.then(|| conv1(d / 4)),
             output_hypernetworks_mlps: (0..n_tokens)
                 .map(|_| Mlp::new(d, d, d / 8, 3, false, device))
                 .collect(),
@@ -57,9 +101,17 @@ impl MaskDecoderConfig {
                 self.iou_head_hidden_dim,
                 n_tokens,
                 self.iou_head_depth,
-                false,
+                o.iou_prediction_use_sigmoid,
                 device,
             ),
+            pred_obj_score_head: o.pred_obj_scores.then(|| {
+                if o.pred_obj_scores_mlp {
+                    ObjScoreHead::Mlp(Mlp::new(d, d, 1, 3, false, device))
+                } else {
+                    ObjScoreHead::Linear(LinearConfig::new(d, 1).init(device))
+                }
+            }),
+            options: o.clone(),
         }
     }
 }
@@ -82,14 +134,27 @@ impl UpscaleLayer {
     }
 }
 
+/// `pred_obj_score_head`: a linear layer or a 3-layer MLP.
+#[derive(Module, Debug)]
+pub enum ObjScoreHead {
+    Linear(Linear),
+    Mlp(Mlp),
+}
+
 #[derive(Module, Debug)]
 pub struct MaskDecoder {
     pub transformer: TwoWayTransformer,
     pub iou_token: Embedding,
     pub mask_tokens: Embedding,
+    pub obj_score_token: Option<Embedding>,
     pub output_upscaling: Vec<UpscaleLayer>,
+    pub conv_s0: Option<Conv2d>,
+    pub conv_s1: Option<Conv2d>,
     pub output_hypernetworks_mlps: Vec<Mlp>,
     pub iou_prediction_head: Mlp,
+    pub pred_obj_score_head: Option<ObjScoreHead>,
+    #[module(skip)]
+    pub options: Sam2DecoderOptions,
 }
 
 /// Decoder outputs for a batch of B prompt sets.
@@ -99,6 +164,10 @@ pub struct DecoderOutput {
     pub masks: Tensor<4>,
     /// [B, K] predicted IoU.
     pub iou_pred: Tensor<2>,
+    /// [B, K', C] output tokens for object pointers (SAM 2).
+    pub sam_tokens_out: Tensor<3>,
+    /// [B, 1] object-score logits (10 when the model has no object-score head).
+    pub object_score_logits: Tensor<2>,
 }
 
 impl MaskDecoder {
@@ -107,7 +176,47 @@ impl MaskDecoder {
     }
 
     /// image_embeddings: [1 or B, C, h, w]; image_pe: [1, C, h, w]; sparse: [B, N, C];
-    /// dense: [B, C, h, w].
+    /// dense: [B, C, h, w]; high_res: SAM 2's (feat_s0 [B, C/8, 4h, 4w], feat_s1 [B, C/4, 2h, 2w]).
+    pub fn forward_full(
+        &self,
+        image_embeddings: Tensor<4>,
+        image_pe: Tensor<4>,
+        sparse: Tensor<3>,
+        dense: Tensor<4>,
+        multimask_output: bool,
+        high_res: Option<(Tensor<4>, Tensor<4>)>,
+    ) -> DecoderOutput {
+        let (masks, iou_pred, mask_tokens_out, object_score_logits) =
+            self.predict_masks_full(image_embeddings, image_pe, sparse, dense, high_res);
+        let [b, k, h, w] = masks.dims();
+        let (masks, iou_pred) = if multimask_output {
+            (
+                masks.slice([0..b, 1..k, 0..h, 0..w]),
+                iou_pred.slice([0..b, 1..k]),
+            )
+        } else if self.options.dynamic_multimask_via_stability {
+            self.dynamic_multimask_via_stability(masks, iou_pred)
+        } else {
+            (
+                masks.slice([0..b, 0..1, 0..h, 0..w]),
+                iou_pred.slice([0..b, 0..1]),
+            )
+        };
+        let [_, nt, c] = mask_tokens_out.dims();
+        let sam_tokens_out = if multimask_output && self.options.use_multimask_token_for_obj_ptr {
+            mask_tokens_out.slice([0..b, 1..nt, 0..c])
+        } else {
+            mask_tokens_out.slice([0..b, 0..1, 0..c])
+        };
+        DecoderOutput {
+            masks,
+            iou_pred,
+            sam_tokens_out,
+            object_score_logits,
+        }
+    }
+
+    /// SAM v1 interface: no high-resolution features.
     pub fn forward(
         &self,
         image_embeddings: Tensor<4>,
@@ -116,16 +225,17 @@ impl MaskDecoder {
         dense: Tensor<4>,
         multimask_output: bool,
     ) -> DecoderOutput {
-        let (masks, iou_pred) = self.predict_masks(image_embeddings, image_pe, sparse, dense);
-        let [b, k, h, w] = masks.dims();
-        let range = if multimask_output { 1..k } else { 0..1 };
-        DecoderOutput {
-            masks: masks.slice([0..b, range.clone(), 0..h, 0..w]),
-            iou_pred: iou_pred.slice([0..b, range]),
-        }
+        self.forward_full(
+            image_embeddings,
+            image_pe,
+            sparse,
+            dense,
+            multimask_output,
+            None,
+        )
     }
 
-    /// All mask tokens: ([B, 4, 256, 256], [B, 4]).
+    /// All mask tokens: ([B, T, 256, 256], [B, T]) (SAM v1 interface).
     pub fn predict_masks(
         &self,
         image_embeddings: Tensor<4>,
@@ -133,14 +243,30 @@ impl MaskDecoder {
         sparse: Tensor<3>,
         dense: Tensor<4>,
     ) -> (Tensor<4>, Tensor<2>) {
+        let (m, i, _, _) = self.predict_masks_full(image_embeddings, image_pe, sparse, dense, None);
+        (m, i)
+    }
+
+    fn predict_masks_full(
+        &self,
+        image_embeddings: Tensor<4>,
+        image_pe: Tensor<4>,
+        sparse: Tensor<3>,
+        dense: Tensor<4>,
+        high_res: Option<(Tensor<4>, Tensor<4>)>,
+    ) -> (Tensor<4>, Tensor<2>, Tensor<3>, Tensor<2>) {
         let [b, _, d] = sparse.dims();
         let n_tok = self.num_mask_tokens();
-        let output_tokens = Tensor::cat(
-            vec![self.iou_token.weight.val(), self.mask_tokens.weight.val()],
-            0,
-        )
-        .unsqueeze::<3>()
-        .expand([b, 1 + n_tok, d]);
+        let mut toks = Vec::new();
+        if let Some(t) = &self.obj_score_token {
+            toks.push(t.weight.val());
+        }
+        let s = toks.len();
+        toks.push(self.iou_token.weight.val());
+        toks.push(self.mask_tokens.weight.val());
+        let output_tokens = Tensor::cat(toks, 0)
+            .unsqueeze::<3>()
+            .expand([b, s + 1 + n_tok, d]);
         let tokens = Tensor::cat(vec![output_tokens, sparse], 1);
         let [eb, c, h, w] = image_embeddings.dims();
         let src = if eb == b {
@@ -151,13 +277,25 @@ impl MaskDecoder {
         let src = src + dense;
         let pos_src = image_pe.expand([b, c, h, w]);
         let (hs, src) = self.transformer.forward(src, pos_src, tokens);
-        let iou_token_out = hs.clone().slice([0..b, 0..1]).reshape([b, d]);
-        let mask_tokens_out = hs.slice([0..b, 1..1 + n_tok]);
+        let iou_token_out = hs.clone().slice([0..b, s..s + 1]).reshape([b, d]);
+        let mask_tokens_out = hs.clone().slice([0..b, s + 1..s + 1 + n_tok]);
 
-        let mut up = src.swap_dims(1, 2).reshape([b, c, h, w]);
-        for layer in &self.output_upscaling {
-            up = layer.forward(up);
-        }
+        let src = src.swap_dims(1, 2).reshape([b, c, h, w]);
+        let up = match high_res {
+            None => {
+                let mut up = src;
+                for layer in &self.output_upscaling {
+                    up = layer.forward(up);
+                }
+                up
+            }
+            Some((feat_s0, feat_s1)) => {
+                let l = &self.output_upscaling;
+                let x = l[0].forward(src) + feat_s1;
+                let x = l[2].forward(l[1].forward(x));
+                l[4].forward(l[3].forward(x) + feat_s0)
+            }
+        };
         let hyper_in = Tensor::cat(
             self.output_hypernetworks_mlps
                 .iter()
@@ -171,6 +309,63 @@ impl MaskDecoder {
             .matmul(up.reshape([b, cu, hu * wu]))
             .reshape([b, n_tok, hu, wu]);
         let iou_pred = self.iou_prediction_head.forward(iou_token_out);
-        (masks, iou_pred)
+        let object_score_logits = match &self.pred_obj_score_head {
+            Some(head) => {
+                let t = hs.slice([0..b, 0..1]).reshape([b, d]);
+                match head {
+                    ObjScoreHead::Linear(l) => l.forward(t),
+                    ObjScoreHead::Mlp(m) => m.forward(t),
+                }
+            }
+            None => Tensor::ones([b, 1], &iou_pred.device()) * 10.0,
+        };
+        (masks, iou_pred, mask_tokens_out, object_score_logits)
+    }
+
+    /// `_dynamic_multimask_via_stability`: keep the single-mask output where its stability
+    /// (IoU of the masks thresholded at +delta and -delta) reaches the threshold, else take the
+    /// multimask output with the highest predicted IoU. Selection is done on the host.
+    fn dynamic_multimask_via_stability(
+        &self,
+        masks: Tensor<4>,
+        iou: Tensor<2>,
+    ) -> (Tensor<4>, Tensor<2>) {
+        let [b, k, h, w] = masks.dims();
+        let device = masks.device();
+        let delta = self.options.dynamic_multimask_stability_delta;
+        let thresh = self.options.dynamic_multimask_stability_thresh;
+        let m = tensor_to_vec(masks);
+        let s = tensor_to_vec(iou);
+        let plane = h * w;
+        let mut out_m = Vec::with_capacity(b * plane);
+        let mut out_s = Vec::with_capacity(b);
+        for i in 0..b {
+            let single = &m[(i * k) * plane..(i * k + 1) * plane];
+            let area_i = single.iter().filter(|&&v| v > delta).count();
+            let area_u = single.iter().filter(|&&v| v > -delta).count();
+            let stability = if area_u > 0 {
+                area_i as f32 / area_u as f32
+            } else {
+                1.0
+            };
+            if stability >= thresh {
+                out_m.extend_from_slice(single);
+                out_s.push(s[i * k]);
+            } else {
+                // torch.argmax: first maximum
+                let mut best = 1;
+                for j in 2..k {
+                    if s[i * k + j] > s[i * k + best] {
+                        best = j;
+                    }
+                }
+                out_m.extend_from_slice(&m[(i * k + best) * plane..(i * k + best + 1) * plane]);
+                out_s.push(s[i * k + best]);
+            }
+        }
+        (
+            tensor_from_vec(out_m, [b, 1, h, w], &device),
+            tensor_from_vec(out_s, [b, 1], &device),
+        )
     }
 }

@@ -8,6 +8,7 @@ use crate::error::{ModelError, Result};
 use crate::mask_decoder::MaskDecoderConfig;
 use crate::prompt_encoder::PromptEncoderConfig;
 use crate::sam::{ImageEncoderConfig, SAM_PIXEL_MEAN, SAM_PIXEL_STD, SamConfig};
+use crate::sam2::Sam2Config;
 use crate::tiny_vit::TinyViTConfig;
 use crate::two_way_transformer::TwoWayTransformerConfig;
 use crate::vit::ImageEncoderViTConfig;
@@ -21,6 +22,8 @@ pub const CONFIG_METADATA_KEY: &str = "fastsam2.config";
 pub enum ModelConfig {
     /// SAM v1 image models: SAM ViT-B/L/H, MobileSAM, and custom sizes of the same classes.
     Sam(SamConfig),
+    /// SAM 2 / 2.1 image and video models (Hiera trunk, memory).
+    Sam2(Sam2Config),
 }
 
 /// A registered official model.
@@ -63,6 +66,62 @@ pub const REGISTRY: &[RegistryEntry] = &[
         hf_file: "mobile_sam.pt",
         config: || ModelConfig::Sam(SamConfig::mobile_sam()),
     },
+    RegistryEntry {
+        name: "sam2-hiera-tiny",
+        description: "SAM 2 Hiera-T (39M)",
+        hf_repo: "facebook/sam2-hiera-tiny",
+        hf_file: "sam2_hiera_tiny.pt",
+        config: || ModelConfig::Sam2(Sam2Config::sam2_tiny()),
+    },
+    RegistryEntry {
+        name: "sam2-hiera-small",
+        description: "SAM 2 Hiera-S (46M)",
+        hf_repo: "facebook/sam2-hiera-small",
+        hf_file: "sam2_hiera_small.pt",
+        config: || ModelConfig::Sam2(Sam2Config::sam2_small()),
+    },
+    RegistryEntry {
+        name: "sam2-hiera-base-plus",
+        description: "SAM 2 Hiera-B+ (81M)",
+        hf_repo: "facebook/sam2-hiera-base-plus",
+        hf_file: "sam2_hiera_base_plus.pt",
+        config: || ModelConfig::Sam2(Sam2Config::sam2_base_plus()),
+    },
+    RegistryEntry {
+        name: "sam2-hiera-large",
+        description: "SAM 2 Hiera-L (224M)",
+        hf_repo: "facebook/sam2-hiera-large",
+        hf_file: "sam2_hiera_large.pt",
+        config: || ModelConfig::Sam2(Sam2Config::sam2_large()),
+    },
+    RegistryEntry {
+        name: "sam2.1-hiera-tiny",
+        description: "SAM 2.1 Hiera-T (39M)",
+        hf_repo: "facebook/sam2.1-hiera-tiny",
+        hf_file: "sam2.1_hiera_tiny.pt",
+        config: || ModelConfig::Sam2(Sam2Config::sam21_tiny()),
+    },
+    RegistryEntry {
+        name: "sam2.1-hiera-small",
+        description: "SAM 2.1 Hiera-S (46M)",
+        hf_repo: "facebook/sam2.1-hiera-small",
+        hf_file: "sam2.1_hiera_small.pt",
+        config: || ModelConfig::Sam2(Sam2Config::sam21_small()),
+    },
+    RegistryEntry {
+        name: "sam2.1-hiera-base-plus",
+        description: "SAM 2.1 Hiera-B+ (81M)",
+        hf_repo: "facebook/sam2.1-hiera-base-plus",
+        hf_file: "sam2.1_hiera_base_plus.pt",
+        config: || ModelConfig::Sam2(Sam2Config::sam21_base_plus()),
+    },
+    RegistryEntry {
+        name: "sam2.1-hiera-large",
+        description: "SAM 2.1 Hiera-L (224M)",
+        hf_repo: "facebook/sam2.1-hiera-large",
+        hf_file: "sam2.1_hiera_large.pt",
+        config: || ModelConfig::Sam2(Sam2Config::sam21_large()),
+    },
 ];
 
 pub fn lookup(name: &str) -> Result<&'static RegistryEntry> {
@@ -101,10 +160,7 @@ pub fn detect(ck: &Checkpoint) -> Result<ModelConfig> {
         message,
     };
     if ck.contains("image_encoder.trunk.patch_embed.proj.weight") {
-        return Err(unknown(
-            "this is a SAM 2 (Hiera) checkpoint; SAM 2 models are not supported by this build yet"
-                .into(),
-        ));
+        return detect_sam2(ck).map(ModelConfig::Sam2).map_err(unknown);
     }
     let encoder = if ck.contains("image_encoder.patch_embed.proj.weight")
         && ck.contains("image_encoder.blocks.0.attn.qkv.weight")
@@ -295,10 +351,57 @@ fn derive_heads(
             num_heads: 8,
             mlp_dim: mlp[0],
             attention_downsample_rate: d / cross[0].max(1),
+            sam2_mlp_keys: false,
         },
         num_multimask_outputs: tokens.saturating_sub(1),
         iou_head_depth: iou_depth,
         iou_head_hidden_dim: iou_hidden,
+        sam2: Default::default(),
     };
     Ok((prompt, decoder))
+}
+
+/// SAM 2 variants differ in the trunk's width and stage depths (which the keys show) and in
+/// head counts / global blocks (which they do not): match the official configurations.
+fn detect_sam2(ck: &Checkpoint) -> std::result::Result<Sam2Config, String> {
+    let p = "image_encoder.trunk";
+    let pe = dims(ck, &format!("{p}.patch_embed.proj.weight"), 4)?;
+    let depth = ck.count_indexed(&format!("{p}.blocks."), ".attn.qkv.weight");
+    let mut stages = Vec::new();
+    let mut len = 0;
+    for i in 0..depth {
+        if i > 0 && ck.contains(&format!("{p}.blocks.{i}.proj.weight")) {
+            stages.push(len);
+            len = 0;
+        }
+        len += 1;
+    }
+    stages.push(len);
+    let v21 = ck.contains("no_obj_embed_spatial");
+    let candidates = if v21 {
+        [
+            Sam2Config::sam21_tiny(),
+            Sam2Config::sam21_small(),
+            Sam2Config::sam21_base_plus(),
+            Sam2Config::sam21_large(),
+        ]
+    } else {
+        [
+            Sam2Config::sam2_tiny(),
+            Sam2Config::sam2_small(),
+            Sam2Config::sam2_base_plus(),
+            Sam2Config::sam2_large(),
+        ]
+    };
+    candidates
+        .into_iter()
+        .find(|c| c.image_encoder.trunk.embed_dim == pe[0] && c.image_encoder.trunk.stages == stages)
+        .ok_or_else(|| {
+            format!(
+                "SAM 2 checkpoint with trunk width {} and stages {stages:?} matches no official SAM 2{} model; \
+                 pass its hyper-parameters with --config",
+                pe[0],
+                if v21 { ".1" } else { "" }
+            )
+        })
 }

@@ -2,19 +2,23 @@
 //! MBConv blocks, then windowed-attention stages with learned attention biases, patch merging
 //! and SAM's neck. Inference uses BatchNorm running statistics.
 
+use crate::kernels::gelu;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig,
     PaddingConfig2d,
 };
-use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::common::LayerNorm2d;
+use crate::peft::{
+    Adapter, AdapterSpec, DropoutRng, Lora, LoraSpec, LoraTarget, PeftInit, linear_lora,
+    merge_lora, with_adapter,
+};
 use crate::vit::{NeckLayer, window_partition, window_unpartition};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -262,6 +266,9 @@ pub struct TinyAttention {
     pub key_dim: usize,
     /// Flattened `attention_bias_idxs` [N*N] (a non-persistent buffer in the reference).
     pub bias_idxs: Vec<usize>,
+    /// Fine-tuning LoRA branches (`None` in official models).
+    pub qkv_lora: Option<Lora>,
+    pub proj_lora: Option<Lora>,
 }
 
 /// Offset indices of TinyViT's `Attention.__init__`: offsets numbered in order of first
@@ -298,18 +305,31 @@ impl TinyAttention {
             num_heads,
             key_dim,
             bias_idxs: idxs,
+            qkv_lora: None,
+            proj_lora: None,
         }
     }
 
     /// [B, N, C] -> [B, N, C]
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        // The fused kernel has no LoRA branches: unmerged LoRA runs the generic path.
+        if self.qkv_lora.is_none()
+            && self.proj_lora.is_none()
+            && crate::kernels::host_fast_path(&x.device())
+        {
+            self.forward_fused(x)
+        } else {
+            self.forward_generic(x)
+        }
+    }
+
+    /// Burn ops only (any device, differentiable).
+    pub fn forward_generic(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, _] = x.dims();
         let (nh, kd) = (self.num_heads, self.key_dim);
         let x = self.norm.forward(x);
         // per head: [q(kd), k(kd), v(kd)]
-        let qkv = self
-            .qkv
-            .forward(x)
+        let qkv = linear_lora(&self.qkv, &self.qkv_lora, x)
             .reshape([b, n, nh, 3 * kd])
             .swap_dims(1, 2); // [B, nH, N, 3kd]
         let q = qkv.clone().slice([0..b, 0..nh, 0..n, 0..kd]);
@@ -325,8 +345,11 @@ impl TinyAttention {
             .reshape([1, nh, n, n])
             .expand([b, nh, n, n]);
         let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
-        self.proj
-            .forward(out.swap_dims(1, 2).reshape([b, n, nh * kd]))
+        linear_lora(
+            &self.proj,
+            &self.proj_lora,
+            out.swap_dims(1, 2).reshape([b, n, nh * kd]),
+        )
     }
 }
 
@@ -335,12 +358,20 @@ pub struct TinyMlp {
     pub norm: LayerNorm,
     pub fc1: Linear,
     pub fc2: Linear,
+    /// Fine-tuning LoRA branches (`None` in official models).
+    pub fc1_lora: Option<Lora>,
+    pub fc2_lora: Option<Lora>,
 }
 
 impl TinyMlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2
-            .forward(gelu(self.fc1.forward(self.norm.forward(x))))
+        self.forward_normed(self.norm.forward(x))
+    }
+
+    /// The MLP after its LayerNorm.
+    pub fn forward_normed(&self, xn: Tensor<3>) -> Tensor<3> {
+        let h = gelu(linear_lora(&self.fc1, &self.fc1_lora, xn));
+        linear_lora(&self.fc2, &self.fc2_lora, h)
     }
 }
 
@@ -351,6 +382,10 @@ pub struct TinyViTBlock {
     pub mlp: TinyMlp,
     pub input_resolution: usize,
     pub window_size: usize,
+    /// Fine-tuning adapters (`None` in official models): after the attention (residual) and
+    /// in parallel with the MLP.
+    pub adapter_attn: Option<Adapter>,
+    pub adapter_mlp: Option<Adapter>,
 }
 
 impl TinyViTBlock {
@@ -371,9 +406,13 @@ impl TinyViTBlock {
                 norm: LayerNormConfig::new(dim).init(device),
                 fc1: LinearConfig::new(dim, hidden).init(device),
                 fc2: LinearConfig::new(hidden, dim).init(device),
+                fc1_lora: None,
+                fc2_lora: None,
             },
             input_resolution: res,
             window_size: ws,
+            adapter_attn: None,
+            adapter_mlp: None,
         }
     }
 
@@ -390,12 +429,19 @@ impl TinyViTBlock {
             let out = self.attn.forward(windows.reshape([nw, ws * ws, c]));
             window_unpartition(out.reshape([nw, ws, ws, c]), ws, pad, (h, w)).reshape([b, l, c])
         };
+        let attn = with_adapter(&self.adapter_attn, attn);
         let x = x + attn;
         let x = self
             .local_conv
             .forward(x.swap_dims(1, 2).reshape([b, c, h, w]));
         let x = x.reshape([b, c, l]).swap_dims(1, 2);
-        x.clone() + self.mlp.forward(x)
+        match &self.adapter_mlp {
+            Some(a) => {
+                let xn = self.mlp.norm.forward(x.clone());
+                x + self.mlp.forward_normed(xn.clone()) + a.forward(xn)
+            }
+            None => x.clone() + self.mlp.forward(x),
+        }
     }
 }
 
@@ -467,5 +513,51 @@ impl TinyViT {
             x = layer.forward(x);
         }
         x
+    }
+}
+
+impl TinyViT {
+    fn attention_blocks_mut(&mut self) -> impl Iterator<Item = &mut TinyViTBlock> {
+        self.layers.iter_mut().flat_map(|l| match l {
+            Layer::Basic(b) => b.blocks.iter_mut().collect::<Vec<_>>(),
+            Layer::Conv(_) => Vec::new(),
+        })
+    }
+
+    /// Insert LoRA branches on the `spec.targets` linears of every attention block (the
+    /// convolutional first stage has no linears).
+    pub fn add_lora(&mut self, spec: &LoraSpec, init: &mut PeftInit, rng: &DropoutRng) {
+        for blk in self.attention_blocks_mut() {
+            let device = blk.attn.qkv.weight.device();
+            for t in &spec.targets {
+                let (lin, slot) = match t {
+                    LoraTarget::Qkv => (&blk.attn.qkv, &mut blk.attn.qkv_lora),
+                    LoraTarget::Proj => (&blk.attn.proj, &mut blk.attn.proj_lora),
+                    LoraTarget::Lin1 => (&blk.mlp.fc1, &mut blk.mlp.fc1_lora),
+                    LoraTarget::Lin2 => (&blk.mlp.fc2, &mut blk.mlp.fc2_lora),
+                };
+                *slot = Some(Lora::for_linear(lin, spec, init, rng, &device));
+            }
+        }
+    }
+
+    /// Fold every LoRA branch into its linear and remove it.
+    pub fn merge_lora(&mut self) {
+        for blk in self.attention_blocks_mut() {
+            merge_lora(&mut blk.attn.qkv, &mut blk.attn.qkv_lora);
+            merge_lora(&mut blk.attn.proj, &mut blk.attn.proj_lora);
+            merge_lora(&mut blk.mlp.fc1, &mut blk.mlp.fc1_lora);
+            merge_lora(&mut blk.mlp.fc2, &mut blk.mlp.fc2_lora);
+        }
+    }
+
+    /// Insert bottleneck adapters in every attention block.
+    pub fn add_adapters(&mut self, spec: &AdapterSpec, init: &mut PeftInit) {
+        for blk in self.attention_blocks_mut() {
+            let [_, dim] = blk.attn.proj.weight.dims();
+            let device = blk.attn.proj.weight.device();
+            blk.adapter_attn = Some(Adapter::new(dim, spec, 1.0, init, &device));
+            blk.adapter_mlp = Some(Adapter::new(dim, spec, spec.mlp_scale, init, &device));
+        }
     }
 }

@@ -8,7 +8,23 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Activation, MlpBlock};
+use crate::common::{Activation, Mlp, MlpBlock};
+
+/// The MLP of a two-way block: SAM's `MLPBlock` or SAM 2's `MLP(num_layers=2)` (ReLU).
+#[derive(Module, Debug)]
+pub enum TwoWayMlp {
+    Block(MlpBlock),
+    Layers(Mlp),
+}
+
+impl TwoWayMlp {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            TwoWayMlp::Block(m) => m.forward(x),
+            TwoWayMlp::Layers(m) => m.forward(x),
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TwoWayTransformerConfig {
@@ -17,6 +33,10 @@ pub struct TwoWayTransformerConfig {
     pub num_heads: usize,
     pub mlp_dim: usize,
     pub attention_downsample_rate: usize,
+    /// SAM 2 keys the block MLP as `mlp.layers.{0,1}` (`sam2_utils.MLP`) instead of
+    /// `mlp.lin1/lin2`; same computation.
+    #[serde(default)]
+    pub sam2_mlp_keys: bool,
 }
 
 impl TwoWayTransformerConfig {
@@ -28,6 +48,7 @@ impl TwoWayTransformerConfig {
             num_heads: 8,
             mlp_dim: 2048,
             attention_downsample_rate: 2,
+            sam2_mlp_keys: false,
         }
     }
 
@@ -45,7 +66,11 @@ impl TwoWayTransformerConfig {
                     device,
                 ),
                 norm2: ln(),
-                mlp: MlpBlock::new(d, self.mlp_dim, Activation::Relu, device),
+                mlp: if self.sam2_mlp_keys {
+                    TwoWayMlp::Layers(Mlp::new(d, self.mlp_dim, d, 2, false, device))
+                } else {
+                    TwoWayMlp::Block(MlpBlock::new(d, self.mlp_dim, Activation::Relu, device))
+                },
                 norm3: ln(),
                 norm4: ln(),
                 cross_attn_image_to_token: Attention::new(
@@ -131,7 +156,7 @@ pub struct TwoWayAttentionBlock {
     pub norm1: LayerNorm,
     pub cross_attn_token_to_image: Attention,
     pub norm2: LayerNorm,
-    pub mlp: MlpBlock,
+    pub mlp: TwoWayMlp,
     pub norm3: LayerNorm,
     pub norm4: LayerNorm,
     pub cross_attn_image_to_token: Attention,

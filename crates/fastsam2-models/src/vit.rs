@@ -11,6 +11,10 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Activation, LayerNorm2d, MlpBlock};
+use crate::peft::{
+    Adapter, AdapterSpec, DropoutRng, Lora, LoraSpec, LoraTarget, PeftInit, linear_lora,
+    merge_lora, with_adapter,
+};
 
 /// Hyper-parameters of `ImageEncoderViT` (constructor arguments of the reference class).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,6 +106,8 @@ impl ImageEncoderViTConfig {
                         device,
                     ),
                     window_size: window,
+                    adapter_attn: None,
+                    adapter_mlp: None,
                 }
             })
             .collect();
@@ -189,6 +195,10 @@ pub struct Block {
     pub mlp: MlpBlock,
     /// 0 = global attention.
     pub window_size: usize,
+    /// Fine-tuning adapters (`None` in official models): after the attention (residual) and
+    /// in parallel with the MLP.
+    pub adapter_attn: Option<Adapter>,
+    pub adapter_mlp: Option<Adapter>,
 }
 
 impl Block {
@@ -204,8 +214,13 @@ impl Block {
         } else {
             h = self.attn.forward(h);
         }
+        let h = with_adapter(&self.adapter_attn, h);
         let x = shortcut + h;
-        let m = self.mlp.forward(self.norm2.forward(x.clone()));
+        let xn = self.norm2.forward(x.clone());
+        let m = match &self.adapter_mlp {
+            Some(a) => self.mlp.forward(xn.clone()) + a.forward(xn),
+            None => self.mlp.forward(xn),
+        };
         x + m
     }
 }
@@ -218,6 +233,9 @@ pub struct Attention {
     pub rel_pos_h: Option<Param<Tensor<2>>>,
     pub rel_pos_w: Option<Param<Tensor<2>>>,
     pub num_heads: usize,
+    /// Fine-tuning LoRA branches (`None` in official models).
+    pub qkv_lora: Option<Lora>,
+    pub proj_lora: Option<Lora>,
 }
 
 impl Attention {
@@ -238,19 +256,32 @@ impl Attention {
             rel_pos_h: rel_input.map(rel),
             rel_pos_w: rel_input.map(rel),
             num_heads,
+            qkv_lora: None,
+            proj_lora: None,
         }
     }
 
     /// x: [B, H, W, C] -> [B, H, W, C]
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        // The fused kernel has no LoRA branches: unmerged LoRA runs the generic path.
+        if self.qkv_lora.is_none()
+            && self.proj_lora.is_none()
+            && crate::kernels::host_fast_path(&x.device())
+        {
+            self.forward_fused(x)
+        } else {
+            self.forward_generic(x)
+        }
+    }
+
+    /// Burn ops only (any device, differentiable); materialises the bias.
+    pub fn forward_generic(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, h, w, c] = x.dims();
         let nh = self.num_heads;
         let hd = c / nh;
         let l = h * w;
         // [B, L, 3, nH, hd] -> [3, B, nH, L, hd]
-        let qkv = self
-            .qkv
-            .forward(x.reshape([b, l, c]))
+        let qkv = linear_lora(&self.qkv, &self.qkv_lora, x.reshape([b, l, c]))
             .reshape([b, l, 3, nh, hd])
             .permute([2, 0, 3, 1, 4]);
         let q: Tensor<4> = qkv.clone().narrow(0, 0, 1).reshape([b, nh, l, hd]);
@@ -272,7 +303,7 @@ impl Attention {
         let out = attention(q, k, v, None, bias, AttentionModuleOptions::default());
         // [B, nH, L, hd] -> [B, H, W, C]
         let out = out.swap_dims(1, 2).reshape([b, h, w, c]);
-        self.proj.forward(out)
+        linear_lora(&self.proj, &self.proj_lora, out)
     }
 }
 
@@ -386,5 +417,43 @@ impl ImageEncoderViT {
             x = layer.forward(x);
         }
         x
+    }
+}
+
+impl ImageEncoderViT {
+    /// Insert LoRA branches on the `spec.targets` linears of every block.
+    pub fn add_lora(&mut self, spec: &LoraSpec, init: &mut PeftInit, rng: &DropoutRng) {
+        for blk in &mut self.blocks {
+            let device = blk.attn.qkv.weight.device();
+            for t in &spec.targets {
+                let (lin, slot) = match t {
+                    LoraTarget::Qkv => (&blk.attn.qkv, &mut blk.attn.qkv_lora),
+                    LoraTarget::Proj => (&blk.attn.proj, &mut blk.attn.proj_lora),
+                    LoraTarget::Lin1 => (&blk.mlp.lin1, &mut blk.mlp.lin1_lora),
+                    LoraTarget::Lin2 => (&blk.mlp.lin2, &mut blk.mlp.lin2_lora),
+                };
+                *slot = Some(Lora::for_linear(lin, spec, init, rng, &device));
+            }
+        }
+    }
+
+    /// Fold every LoRA branch into its linear and remove it.
+    pub fn merge_lora(&mut self) {
+        for blk in &mut self.blocks {
+            merge_lora(&mut blk.attn.qkv, &mut blk.attn.qkv_lora);
+            merge_lora(&mut blk.attn.proj, &mut blk.attn.proj_lora);
+            merge_lora(&mut blk.mlp.lin1, &mut blk.mlp.lin1_lora);
+            merge_lora(&mut blk.mlp.lin2, &mut blk.mlp.lin2_lora);
+        }
+    }
+
+    /// Insert bottleneck adapters in every block.
+    pub fn add_adapters(&mut self, spec: &AdapterSpec, init: &mut PeftInit) {
+        for blk in &mut self.blocks {
+            let [dim, _] = blk.attn.proj.weight.dims();
+            let device = blk.attn.proj.weight.device();
+            blk.adapter_attn = Some(Adapter::new(dim, spec, 1.0, init, &device));
+            blk.adapter_mlp = Some(Adapter::new(dim, spec, spec.mlp_scale, init, &device));
+        }
     }
 }

@@ -60,7 +60,9 @@ fn run(tag: &str) {
     let device = Device::flex();
     let dir = fixtures().join(tag);
     let model = load_checkpoint(&dir.join("weights.safetensors"), None, None, &device).unwrap();
-    let Network::Sam(sam) = &model.network;
+    let Network::Sam(sam) = &model.network else {
+        panic!("not a SAM model")
+    };
     let refs = Checkpoint::read(dir.join("refs.safetensors")).unwrap();
     let cases: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("cases.json")).unwrap()).unwrap();
@@ -158,7 +160,9 @@ fn detection_from_shapes_recovers_the_config() {
         let declared = detect(&ck).unwrap();
         ck.metadata.clear();
         let derived = detect(&ck).unwrap();
-        let (ModelConfig::Sam(mut d), ModelConfig::Sam(e)) = (derived, declared);
+        let (ModelConfig::Sam(mut d), ModelConfig::Sam(e)) = (derived, declared) else {
+            panic!("{tag}: not SAM configs")
+        };
         // The decoder's head count is the one thing shapes cannot tell (official: 8).
         assert_eq!(d.mask_decoder.transformer.num_heads, 8);
         d.mask_decoder.transformer.num_heads = e.mask_decoder.transformer.num_heads;

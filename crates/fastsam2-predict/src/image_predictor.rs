@@ -7,11 +7,14 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor};
 use fastsam2_core::image_io::RgbImage;
 use fastsam2_core::prompt::Prompt;
-use fastsam2_core::resize::{SAM_V1_PIXEL_MEAN, SAM_V1_PIXEL_STD, sam_v1_preprocess};
+use fastsam2_core::resize::{
+    SAM_V1_PIXEL_MEAN, SAM_V1_PIXEL_STD, sam_v1_preprocess, sam2_image_preprocess,
+};
 use fastsam2_models::common::{tensor_from_vec, tensor_to_vec};
 use fastsam2_models::loader::{LoadedModel, Network};
-use fastsam2_models::prompt_encoder::PointInput;
-use fastsam2_models::sam::Sam;
+use fastsam2_models::mask_decoder::MaskDecoder;
+use fastsam2_models::prompt_encoder::{PointInput, PromptEncoder};
+use fastsam2_models::registry::ModelConfig;
 use rayon::prelude::*;
 
 use crate::error::{PredictError, Result};
@@ -63,7 +66,10 @@ impl Prediction {
 /// Image features computed by [`ImagePredictor::set_image`].
 #[derive(Clone, Debug)]
 pub struct EncodedImage {
+    /// [1, C, 64, 64] (SAM 2: with `no_mem_embed` added, as `SAM2ImagePredictor` does).
     pub features: Tensor<4>,
+    /// SAM 2: the high-resolution levels after `conv_s0` / `conv_s1`.
+    pub high_res: Option<(Tensor<4>, Tensor<4>)>,
     pub original_hw: (usize, usize),
     /// Size of the resized image inside the padded encoder input.
     pub input_hw: (usize, usize),
@@ -85,6 +91,7 @@ impl ImagePredictor {
     pub fn from_shared(model: Arc<LoadedModel>, device: Device) -> Self {
         let dense_pe = match &model.network {
             Network::Sam(sam) => sam.prompt_encoder.get_dense_pe(),
+            Network::Sam2(sam2) => sam2.sam_prompt_encoder.get_dense_pe(),
         };
         Self {
             model,
@@ -98,20 +105,32 @@ impl ImagePredictor {
         &self.model
     }
 
-    fn sam(&self) -> &Sam {
+    fn prompt_encoder(&self) -> &PromptEncoder {
         match &self.model.network {
-            Network::Sam(s) => s,
+            Network::Sam(s) => &s.prompt_encoder,
+            Network::Sam2(s) => &s.sam_prompt_encoder,
+        }
+    }
+
+    fn mask_decoder(&self) -> &MaskDecoder {
+        match &self.model.network {
+            Network::Sam(s) => &s.mask_decoder,
+            Network::Sam2(s) => &s.sam_mask_decoder,
         }
     }
 
     /// Side of the square encoder input (1024 for every official model).
     pub fn img_size(&self) -> usize {
-        self.sam().prompt_encoder.input_image_size[0]
+        self.prompt_encoder().input_image_size[0]
     }
 
     /// Side of the low-resolution masks (256).
     pub fn low_res_size(&self) -> usize {
-        4 * self.sam().prompt_encoder.image_embedding_size[0]
+        4 * self.prompt_encoder().image_embedding_size[0]
+    }
+
+    fn is_sam2(&self) -> bool {
+        matches!(self.model.network, Network::Sam2(_))
     }
 
     pub fn encoded(&self) -> Option<&EncodedImage> {
@@ -133,36 +152,70 @@ impl ImagePredictor {
         }
         let t0 = Instant::now();
         let size = self.img_size();
-        let pre = sam_v1_preprocess(img, size)?;
-        let mut data = pre.data;
-        let fastsam2_models::registry::ModelConfig::Sam(cfg) = &self.model.config;
-        if cfg.pixel_mean != SAM_V1_PIXEL_MEAN || cfg.pixel_std != SAM_V1_PIXEL_STD {
-            renormalise(
-                &mut data,
-                size,
-                pre.resized_hw,
-                cfg.pixel_mean,
-                cfg.pixel_std,
-            );
+        match &self.model.network {
+            Network::Sam(sam) => {
+                let pre = sam_v1_preprocess(img, size)?;
+                let mut data = pre.data;
+                if let ModelConfig::Sam(cfg) = &self.model.config
+                    && (cfg.pixel_mean != SAM_V1_PIXEL_MEAN || cfg.pixel_std != SAM_V1_PIXEL_STD)
+                {
+                    renormalise(
+                        &mut data,
+                        size,
+                        pre.resized_hw,
+                        cfg.pixel_mean,
+                        cfg.pixel_std,
+                    );
+                }
+                let x = tensor_from_vec(data, [1, 3, size, size], &self.device);
+                let features = sam.image_encoder.forward(x);
+                self.image = Some(EncodedImage {
+                    features,
+                    high_res: None,
+                    original_hw: pre.original_hw,
+                    input_hw: pre.resized_hw,
+                });
+            }
+            Network::Sam2(sam2) => {
+                // SAM2ImagePredictor: torchvision resize to size x size (no padding), features
+                // of the last level plus no_mem_embed
+                let pre = sam2_image_preprocess(img, size)?;
+                let x = tensor_from_vec(pre.data, [1, 3, size, size], &self.device);
+                let f = sam2.encode_frame(x);
+                let mut features = f.vision_feat;
+                if sam2.config().directly_add_no_mem_embed {
+                    let [_, c, _, _] = features.dims();
+                    features = features + sam2.no_mem_embed.val().reshape([1, c, 1, 1]);
+                }
+                self.image = Some(EncodedImage {
+                    features,
+                    high_res: Some(f.high_res),
+                    original_hw: pre.original_hw,
+                    input_hw: (size, size),
+                });
+            }
         }
-        let x = tensor_from_vec(data, [1, 3, size, size], &self.device);
-        let features = self.sam().image_encoder.forward(x);
         tracing::debug!(ms = t0.elapsed().as_millis() as u64, "image encoded");
-        self.image = Some(EncodedImage {
-            features,
-            original_hw: pre.original_hw,
-            input_hw: pre.resized_hw,
-        });
         Ok(())
     }
 
     /// Use precomputed features (e.g. from a cache) for an image of `original_hw`.
-    pub fn set_features(&mut self, features: Tensor<4>, original_hw: (usize, usize)) {
+    pub fn set_features(
+        &mut self,
+        features: Tensor<4>,
+        high_res: Option<(Tensor<4>, Tensor<4>)>,
+        original_hw: (usize, usize),
+    ) {
         let (h, w) = original_hw;
         let size = self.img_size();
-        let input_hw = fastsam2_core::resize::longest_side_size(h, w, size);
+        let input_hw = if self.is_sam2() {
+            (size, size)
+        } else {
+            fastsam2_core::resize::longest_side_size(h, w, size)
+        };
         self.image = Some(EncodedImage {
             features,
+            high_res,
             original_hw,
             input_hw,
         });
@@ -214,7 +267,9 @@ impl ImagePredictor {
         batch: &[&Prompt],
         multimask: bool,
     ) -> Vec<Prediction> {
-        let sam = self.sam();
+        if self.is_sam2() {
+            return self.decode_group_sam2(img, batch, multimask);
+        }
         let b = batch.len();
         let (h, w) = img.original_hw;
         let (nh, nw) = img.input_hw;
@@ -265,8 +320,8 @@ impl ImagePredictor {
                 .collect();
             tensor_from_vec(v, [b, 1, low, low], &self.device)
         });
-        let (sparse, dense) = sam.prompt_encoder.forward(points.as_ref(), boxes, masks);
-        let out = sam.mask_decoder.forward(
+        let (sparse, dense) = self.prompt_encoder().forward(points.as_ref(), boxes, masks);
+        let out = self.mask_decoder().forward(
             img.features.clone(),
             self.dense_pe.clone(),
             sparse,
@@ -298,6 +353,95 @@ impl ImagePredictor {
                     logits,
                     scores: iou_all[i * k..(i + 1) * k].to_vec(),
                     low_res_logits,
+                    low_res_size: lh,
+                }
+            })
+            .collect()
+    }
+}
+
+impl ImagePredictor {
+    /// `SAM2ImagePredictor._predict`: boxes become corner points (labels 2, 3) before the
+    /// clicks; coordinates are normalised by the image size and scaled to the model frame;
+    /// masks go from 256 to the original size in one bilinear step; no object-score masking.
+    fn decode_group_sam2(
+        &self,
+        img: &EncodedImage,
+        batch: &[&Prompt],
+        multimask: bool,
+    ) -> Vec<Prediction> {
+        let b = batch.len();
+        let (h, w) = img.original_hw;
+        let size = self.img_size() as f32;
+        let tr = |x: f32, y: f32| [x / w as f32 * size, y / h as f32 * size];
+        let n = batch[0].points.len() + if batch[0].bbox.is_some() { 2 } else { 0 };
+        let points = (n > 0).then(|| {
+            let mut coords = Vec::with_capacity(b * n * 2);
+            let mut labels = Vec::with_capacity(b * n);
+            for p in batch {
+                if let Some(bb) = p.bbox {
+                    coords.extend(tr(bb.x0, bb.y0));
+                    coords.extend(tr(bb.x1, bb.y1));
+                    labels.extend([2, 3]);
+                }
+                for pt in &p.points {
+                    coords.extend(tr(pt.x, pt.y));
+                    labels.push(pt.label);
+                }
+            }
+            PointInput {
+                coords: tensor_from_vec(coords, [b, n, 2], &self.device),
+                labels,
+            }
+        });
+        let low = self.low_res_size();
+        let masks = batch[0].mask.is_some().then(|| {
+            let v: Vec<f32> = batch
+                .iter()
+                .flat_map(|p| {
+                    p.mask
+                        .as_ref()
+                        .expect("same signature")
+                        .logits
+                        .iter()
+                        .copied()
+                })
+                .collect();
+            tensor_from_vec(v, [b, 1, low, low], &self.device)
+        });
+        let (sparse, dense) = self.prompt_encoder().forward(points.as_ref(), None, masks);
+        let out = self.mask_decoder().forward_full(
+            img.features.clone(),
+            self.dense_pe.clone(),
+            sparse,
+            dense,
+            multimask,
+            img.high_res.clone(),
+        );
+        let [_, k, lh, lw] = out.masks.dims();
+        let low_all = tensor_to_vec(out.masks);
+        let iou_all = tensor_to_vec(out.iou_pred);
+        (0..b)
+            .into_par_iter()
+            .map(|i| {
+                let raw = &low_all[i * k * lh * lw..(i + 1) * k * lh * lw];
+                let mut logits = Vec::with_capacity(k * h * w);
+                for j in 0..k {
+                    logits.extend(crate::postprocess::bilinear(
+                        &raw[j * lh * lw..(j + 1) * lh * lw],
+                        lh,
+                        lw,
+                        h,
+                        w,
+                    ));
+                }
+                Prediction {
+                    num_masks: k,
+                    height: h,
+                    width: w,
+                    logits,
+                    scores: iou_all[i * k..(i + 1) * k].to_vec(),
+                    low_res_logits: raw.iter().map(|v| v.clamp(-32.0, 32.0)).collect(),
                     low_res_size: lh,
                 }
             })

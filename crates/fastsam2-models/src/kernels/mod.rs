@@ -1,0 +1,49 @@
+//! Hand-written CPU kernels for the inference hot spots (flex backend, no autodiff):
+//! fused multi-head attention with SAM's decomposed relative-position bias or TinyViT's
+//! per-head bias (no materialised [heads, L, L] bias, vectorised online softmax), and GELU.
+//!
+//! Why hand-written: burn's generic path materialises the relative-position bias
+//! (12 x 4096 x 4096 floats = 805 MB per global ViT-B block) through a broadcast add and runs a
+//! scalar `exp` per score; that made attention ~3 s of a ~2.6 s-per-block budget. The
+//! training path (autodiff devices) keeps the generic burn ops, which have gradients; both
+//! paths are compared in the tests below.
+
+pub mod attention;
+mod fused;
+pub mod simd;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Whether the host kernels apply: tensors live on the plain flex (CPU) device.
+pub fn host_fast_path(device: &Device) -> bool {
+    // Device equality ignores autodiff: exclude autodiff devices explicitly (training needs
+    // the differentiable generic ops).
+    *device == Device::flex() && !device.is_autodiff()
+}
+
+/// Move a float tensor's data to a host vector.
+pub fn to_host<const D: usize>(t: Tensor<D>) -> (Vec<f32>, [usize; D]) {
+    let dims = t.dims();
+    let v = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("float tensor");
+    (v, dims)
+}
+
+/// A host vector back into a tensor on `device`.
+pub fn from_host<const D: usize>(v: Vec<f32>, dims: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+/// Exact-erf GELU (`nn.GELU()`), on the host fast path when possible.
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if !host_fast_path(&device) {
+        return burn::tensor::activation::gelu(x);
+    }
+    let (mut v, dims) = to_host(x);
+    simd::gelu_inplace(&mut v);
+    from_host(v, dims, &device)
+}

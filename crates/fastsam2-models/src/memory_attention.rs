@@ -1,0 +1,381 @@
+//! SAM 2's memory attention (`sam2/modeling/memory_attention.py`, `sam/transformer.py`
+//! `RoPEAttention`): self-attention over the current frame's tokens and cross-attention to
+//! the memory bank (spatial memories + object-pointer tokens), both with 2-D axial rotary
+//! position encoding (object-pointer tokens excluded from the rotation).
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::common::tensor_from_vec;
+use crate::position_encoding::axial_rope;
+
+fn default_theta() -> f32 {
+    10000.0
+}
+fn default_feat() -> [usize; 2] {
+    [64, 64]
+}
+fn one() -> usize {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MemoryAttentionConfig {
+    pub d_model: usize,
+    pub num_layers: usize,
+    pub dim_feedforward: usize,
+    /// Width of the memory tokens (the memory encoder's `out_dim`).
+    pub kv_in_dim: usize,
+    #[serde(default = "one")]
+    pub num_heads: usize,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f32,
+    #[serde(default = "default_feat")]
+    pub feat_sizes: [usize; 2],
+}
+
+impl MemoryAttentionConfig {
+    pub fn sam2() -> Self {
+        Self {
+            d_model: 256,
+            num_layers: 4,
+            dim_feedforward: 2048,
+            kv_in_dim: 64,
+            num_heads: 1,
+            rope_theta: 10000.0,
+            feat_sizes: [64, 64],
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> MemoryAttention {
+        let d = self.d_model;
+        let attn = |kv: usize| RoPEAttention {
+            q_proj: LinearConfig::new(d, d).init(device),
+            k_proj: LinearConfig::new(kv, d).init(device),
+            v_proj: LinearConfig::new(kv, d).init(device),
+            out_proj: LinearConfig::new(d, d).init(device),
+            num_heads: self.num_heads,
+            rope_theta: self.rope_theta,
+        };
+        let ln = || LayerNormConfig::new(d).init(device);
+        MemoryAttention {
+            layers: (0..self.num_layers)
+                .map(|_| MemoryAttentionLayer {
+                    self_attn: attn(d),
+                    cross_attn_image: attn(self.kv_in_dim),
+                    linear1: LinearConfig::new(d, self.dim_feedforward).init(device),
+                    linear2: LinearConfig::new(self.dim_feedforward, d).init(device),
+                    norm1: ln(),
+                    norm2: ln(),
+                    norm3: ln(),
+                })
+                .collect(),
+            norm: ln(),
+        }
+    }
+}
+
+/// Rotation tables (cos, sin), [L, head_dim/2] each, for an `end_x x end_y` grid.
+#[derive(Clone, Debug)]
+pub struct RopeTables {
+    pub cos: Tensor<2>,
+    pub sin: Tensor<2>,
+    pub len: usize,
+}
+
+impl RopeTables {
+    pub fn new(head_dim: usize, end_x: usize, end_y: usize, theta: f32, device: &Device) -> Self {
+        let t = if end_x == end_y {
+            rope_table(head_dim, end_x, theta)
+        } else {
+            std::sync::Arc::new(axial_rope(head_dim, end_x, end_y, theta))
+        };
+        let len = end_x * end_y;
+        let half = head_dim / 2;
+        let cos = tensor_from_vec(t.iter().map(|p| p.0).collect(), [len, half], device);
+        let sin = tensor_from_vec(t.iter().map(|p| p.1).collect(), [len, half], device);
+        Self { cos, sin, len }
+    }
+}
+
+/// `apply_rotary_enc` on [B, nH, L, hd]: rotate channel pairs (2c, 2c+1) of token j by table
+/// row `j % len` (the repetition is `rope_k_repeat` for memories of several frames).
+pub fn apply_rope(x: Tensor<4>, t: &RopeTables) -> Tensor<4> {
+    let [b, nh, l, hd] = x.dims();
+    let reps = l / t.len;
+    let (cos, sin) = if reps > 1 {
+        (
+            t.cos.clone().repeat_dim(0, reps),
+            t.sin.clone().repeat_dim(0, reps),
+        )
+    } else {
+        (t.cos.clone(), t.sin.clone())
+    };
+    let cos = cos.reshape([1, 1, l, hd / 2, 1]);
+    let sin = sin.reshape([1, 1, l, hd / 2, 1]);
+    let x = x.reshape([b, nh, l, hd / 2, 2]);
+    let x0 = x.clone().narrow(4, 0, 1);
+    let x1 = x.narrow(4, 1, 1);
+    let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+    let r1 = x0 * sin + x1 * cos;
+    Tensor::cat(vec![r0, r1], 4).reshape([b, nh, l, hd])
+}
+
+#[derive(Module, Debug)]
+pub struct RoPEAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    pub num_heads: usize,
+    pub rope_theta: f32,
+}
+
+/// Cached `axial_rope` tables, keyed by (head_dim, side, theta bits).
+fn rope_table(hd: usize, side: usize, theta: f32) -> std::sync::Arc<Vec<(f32, f32)>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<(usize, usize, u32), Arc<Vec<(f32, f32)>>>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut g = cache.lock().unwrap_or_else(|e| e.into_inner());
+    g.entry((hd, side, theta.to_bits()))
+        .or_insert_with(|| Arc::new(axial_rope(hd, side, side, theta)))
+        .clone()
+}
+
+/// Rotate channel pairs of tokens `0..n_rot` of a [L, nh * hd] buffer in place with the table
+/// (token j uses row j % table_len).
+fn rotate_in_place(
+    x: &mut [f32],
+    n_tokens: usize,
+    n_rot: usize,
+    nh: usize,
+    hd: usize,
+    table: &[(f32, f32)],
+) {
+    use rayon::prelude::*;
+    let c = nh * hd;
+    let per = hd / 2;
+    let len = table.len() / per;
+    x[..n_rot * c]
+        .par_chunks_mut(c)
+        .enumerate()
+        .for_each(|(j, row)| {
+            let t = &table[(j % len) * per..(j % len + 1) * per];
+            for h in 0..nh {
+                let r = &mut row[h * hd..(h + 1) * hd];
+                for (p, (cos, sin)) in r.chunks_exact_mut(2).zip(t) {
+                    let (a, b) = (p[0], p[1]);
+                    p[0] = a * cos - b * sin;
+                    p[1] = a * sin + b * cos;
+                }
+            }
+        });
+    let _ = n_tokens;
+}
+
+impl RoPEAttention {
+    /// Same as `forward`, on host buffers with the fused attention kernel.
+    pub fn forward_fused(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        num_k_exclude_rope: usize,
+    ) -> Tensor<3> {
+        use crate::kernels::{from_host, to_host};
+        let device = q.device();
+        let (mut qh, [b, lq, c]) = to_host(self.q_proj.forward(q));
+        let (mut kh, [_, lk, _]) = to_host(self.k_proj.forward(k));
+        let (vh, _) = to_host(self.v_proj.forward(v));
+        let nh = self.num_heads;
+        let hd = c / nh;
+        let side = (lq as f64).sqrt() as usize;
+        let table = rope_table(hd, side, self.rope_theta);
+        for bi in 0..b {
+            rotate_in_place(
+                &mut qh[bi * lq * c..(bi + 1) * lq * c],
+                lq,
+                lq,
+                nh,
+                hd,
+                &table,
+            );
+            rotate_in_place(
+                &mut kh[bi * lk * c..(bi + 1) * lk * c],
+                lk,
+                lk - num_k_exclude_rope,
+                nh,
+                hd,
+                &table,
+            );
+        }
+        let out = crate::kernels::attention::attention(
+            &qh,
+            &kh,
+            &vh,
+            b,
+            lq,
+            lk,
+            nh,
+            hd,
+            (hd as f32).powf(-0.5),
+        );
+        self.out_proj.forward(from_host(out, [b, lq, c], &device))
+    }
+
+    fn heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, n, c] = x.dims();
+        x.reshape([b, n, self.num_heads, c / self.num_heads])
+            .swap_dims(1, 2)
+    }
+
+    /// q: [B, Lq, C] (a square grid), k/v: [B, Lk, kv]; the last `num_k_exclude_rope` keys are
+    /// not rotated.
+    pub fn forward(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        num_k_exclude_rope: usize,
+    ) -> Tensor<3> {
+        if crate::kernels::host_fast_path(&q.device()) {
+            return self.forward_fused(q, k, v, num_k_exclude_rope);
+        }
+        self.forward_generic(q, k, v, num_k_exclude_rope)
+    }
+
+    /// Burn ops only (any device, differentiable).
+    pub fn forward_generic(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        num_k_exclude_rope: usize,
+    ) -> Tensor<3> {
+        let q = self.heads(self.q_proj.forward(q));
+        let k = self.heads(self.k_proj.forward(k));
+        let v = self.heads(self.v_proj.forward(v));
+        let [b, nh, lq, hd] = q.dims();
+        let side = (lq as f64).sqrt() as usize;
+        let tables = RopeTables::new(hd, side, side, self.rope_theta, &q.device());
+        let q = apply_rope(q, &tables);
+        let lk = k.dims()[2];
+        let n_rope = lk - num_k_exclude_rope;
+        let k = if num_k_exclude_rope == 0 {
+            apply_rope(k, &tables)
+        } else {
+            let rot = apply_rope(k.clone().narrow(2, 0, n_rope), &tables);
+            Tensor::cat(vec![rot, k.narrow(2, n_rope, num_k_exclude_rope)], 2)
+        };
+        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = out.swap_dims(1, 2).reshape([b, lq, nh * hd]);
+        self.out_proj.forward(out)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct MemoryAttentionLayer {
+    pub self_attn: RoPEAttention,
+    pub cross_attn_image: RoPEAttention,
+    pub linear1: Linear,
+    pub linear2: Linear,
+    pub norm1: LayerNorm,
+    pub norm2: LayerNorm,
+    pub norm3: LayerNorm,
+}
+
+impl MemoryAttentionLayer {
+    /// tgt: [B, L, C]; memory / pos: [B, M, kv].
+    pub fn forward(
+        &self,
+        tgt: Tensor<3>,
+        memory: Tensor<3>,
+        pos: Tensor<3>,
+        num_k_exclude_rope: usize,
+    ) -> Tensor<3> {
+        // self-attention (pos_enc_at_attn = false)
+        let t2 = self.norm1.forward(tgt.clone());
+        let tgt = tgt + self.self_attn.forward(t2.clone(), t2.clone(), t2, 0);
+        // cross-attention (keys get the memory pos enc, queries do not)
+        let t2 = self.norm2.forward(tgt.clone());
+        let tgt = tgt
+            + self
+                .cross_attn_image
+                .forward(t2, memory.clone() + pos, memory, num_k_exclude_rope);
+        let t2 = self.norm3.forward(tgt.clone());
+        tgt + self.linear2.forward(relu(self.linear1.forward(t2)))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct MemoryAttention {
+    pub layers: Vec<MemoryAttentionLayer>,
+    pub norm: LayerNorm,
+}
+
+impl MemoryAttention {
+    /// curr / curr_pos: [B, L, C]; memory / memory_pos: [B, M, kv].
+    pub fn forward(
+        &self,
+        curr: Tensor<3>,
+        curr_pos: Tensor<3>,
+        memory: Tensor<3>,
+        memory_pos: Tensor<3>,
+        num_obj_ptr_tokens: usize,
+    ) -> Tensor<3> {
+        let mut out = curr + curr_pos * 0.1;
+        for layer in &self.layers {
+            out = layer.forward(out, memory.clone(), memory_pos.clone(), num_obj_ptr_tokens);
+        }
+        self.norm.forward(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn fused_rope_attention_equals_generic() {
+        let device = Device::flex();
+        let cfg = MemoryAttentionConfig {
+            d_model: 32,
+            num_layers: 1,
+            dim_feedforward: 16,
+            kv_in_dim: 16,
+            num_heads: 2,
+            rope_theta: 10000.0,
+            feat_sizes: [8, 8],
+        };
+        let m = cfg.init(&device);
+        let ca = &m.layers[0].cross_attn_image;
+        let rnd = |p: &Param<Tensor<2>>| {
+            let t = p.val();
+            Param::from_tensor(Tensor::random(
+                t.shape(),
+                Distribution::Normal(0.0, 0.5),
+                &t.device(),
+            ))
+        };
+        let mut ca = ca.clone();
+        ca.k_proj.weight = rnd(&ca.k_proj.weight);
+        let q = Tensor::<3>::random([2, 64, 32], Distribution::Normal(0.0, 1.0), &device);
+        // two memory frames of 64 tokens + 4 pointer tokens (not rotated)
+        let k = Tensor::<3>::random([2, 132, 16], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<3>::random([2, 132, 16], Distribution::Normal(0.0, 1.0), &device);
+        let a = ca.forward_generic(q.clone(), k.clone(), v.clone(), 4);
+        let b = ca.forward_fused(q, k, v, 4);
+        let d: f32 = (a - b).abs().max().into_scalar();
+        assert!(d < 1e-5, "{d}");
+    }
+}
