@@ -124,12 +124,6 @@ impl EngineArgs {
 /// Builds the model for `eval interactive`.
 pub type EngineFactory = dyn Fn(&EngineArgs) -> anyhow::Result<Box<dyn InteractivePredictor>>;
 
-/// Runs an `eval` subcommand without a segmentation engine (`interactive` then fails with a
-/// clear message).
-pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
-    run_with_engine(cmd, None)
-}
-
 /// Runs an `eval` subcommand; `engine` builds the predictor for `interactive`.
 pub fn run_with_engine(cmd: EvalCommand, engine: Option<&EngineFactory>) -> anyhow::Result<()> {
     let bar = Bar::new();

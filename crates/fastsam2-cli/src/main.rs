@@ -2,6 +2,7 @@
 
 mod alloc;
 mod bench;
+mod engine;
 mod eval_cmd;
 #[cfg(feature = "vulkan")]
 mod gpu;
@@ -86,7 +87,7 @@ fn main() {
     let result = match cli.command {
         Command::Segment(a) => segment::run(a),
         Command::Track(a) => track::run(a),
-        Command::Eval(c) => eval_cmd::run(c),
+        Command::Eval(c) => eval_cmd::run_with_engine(c, Some(&engine::factory)),
         Command::Train(a) => train_cmd::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Models => {

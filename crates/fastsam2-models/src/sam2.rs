@@ -603,7 +603,7 @@ impl Sam2 {
             } else {
                 fi - t_diff as i64
             };
-            if t < 0 || t >= num_frames as i64 {
+            if t < 0 || t as usize >= num_frames {
                 break;
             }
             if let Some(m) = lookup_non_cond(t as usize) {

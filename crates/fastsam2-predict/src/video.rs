@@ -976,6 +976,15 @@ impl Session {
         })
     }
 
+    /// Number of per-frame outputs held (all objects, conditioning and tracked): bounded in
+    /// streaming sessions.
+    pub fn retained_outputs(&self) -> usize {
+        self.objects
+            .iter()
+            .map(|o| o.cond.len() + o.non_cond.len() + o.temp_cond.len() + o.temp_non_cond.len())
+            .sum()
+    }
+
     /// Remove an object and all its prompts and outputs.
     pub fn remove_object(&mut self, id: u32) -> Result<()> {
         let i = self.obj_idx(id).ok_or(VideoError::UnknownObject(id))?;
