@@ -14,6 +14,25 @@ use serde_json::json;
 
 use crate::model_args::{ModelArgs, device};
 
+/// `fastsam2 bench <image|video|stream>`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Image encoder and prompt -> mask latency (SAM, MobileSAM, SAM 2).
+    Image(BenchArgs),
+    /// Offline video tracking time per frame with 1..N objects (SAM 2), like bench.py sam2.
+    Video(VideoBenchArgs),
+    /// Streaming: a synthetic stream of N frames, per-frame time and peak RSS (bounded memory).
+    Stream(StreamBenchArgs),
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Image(a) => run_image(a),
+        BenchCommand::Video(a) => run_video(a),
+        BenchCommand::Stream(a) => run_stream(a),
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     #[command(flatten)]
@@ -62,7 +81,7 @@ fn test_image() -> Result<RgbImage> {
     })?)
 }
 
-pub fn run(args: BenchArgs) -> Result<()> {
+pub fn run_image(args: BenchArgs) -> Result<()> {
     let device = device(&args.model.device)?;
     let model = args.model.load(&device)?;
     let name = model.name.clone();
@@ -152,4 +171,240 @@ pub fn run(args: BenchArgs) -> Result<()> {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VideoBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Frames folder (default: the synthetic 8-frame 1024x1024 video of the reference harness,
+    /// written to a temporary folder).
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+    /// Object counts to measure (objects are clicked on frame 0).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub objects: Vec<usize>,
+    /// Timed repetitions per object count (after one warm-up on the first frames).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StreamBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Frames to stream.
+    #[arg(long, default_value_t = 200)]
+    pub num_frames: usize,
+    /// Frame side (square synthetic frames).
+    #[arg(long, default_value_t = 512)]
+    pub size: usize,
+    /// Objects clicked on frame 0.
+    #[arg(long, default_value_t = 1)]
+    pub objects: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The harness's synthetic video (`make_sam2_refs.make_video`): textured background, a red disk
+/// and a blue square moving; `size` x `size` pixels, frame `t`.
+pub fn synthetic_frame(t: usize, size: usize) -> RgbImage {
+    let s = size as f32 / 1024.0;
+    let tf = t as f32;
+    let (dx, dy) = (
+        (330.0 + 40.0 * (tf % 16.0)) * s,
+        (400.0 + 10.0 * (tf % 16.0)) * s,
+    );
+    let (sx, sy) = (
+        (720.0 - 25.0 * (tf % 16.0)) * s,
+        (650.0 - 20.0 * (tf % 16.0)) * s,
+    );
+    RgbImage::from_fn(size as u32, size as u32, |x, y| {
+        let (x, y) = (x as f32 / s, y as f32 / s);
+        let mut c = [
+            90.0 + 40.0 * ((x + 7.0 * tf) / 41.0).sin() * (y / 67.0).cos(),
+            110.0 + 40.0 * ((x - 3.0 * tf) / 59.0 + y / 83.0).cos(),
+            100.0 + 30.0 * ((x + y) / 97.0).sin(),
+        ];
+        let (px, py) = (x * s, y * s);
+        if (px - dx).powi(2) + (py - dy).powi(2) < (110.0 * s).powi(2) {
+            c = [220.0, 40.0, 40.0];
+        }
+        if (px - sx).abs() < 100.0 * s && (py - sy).abs() < 100.0 * s {
+            c = [30.0, 60.0, 210.0];
+        }
+        let tex = 12.0 * (x / 5.0 + y / 7.0).sin();
+        [0, 1, 2].map(|k| (c[k] + tex).round().clamp(0.0, 255.0) as u8)
+    })
+    .expect("non-empty")
+}
+
+/// Click positions of the synthetic objects on frame 0 (disk, square, then spread points).
+fn object_clicks(n: usize, size: usize) -> Vec<(f32, f32)> {
+    let s = size as f32 / 1024.0;
+    let mut v = vec![(330.0 * s, 400.0 * s), (720.0 * s, 650.0 * s)];
+    for i in 2..n {
+        v.push((
+            (100.0 + 97.0 * i as f32) % 1000.0 * s,
+            (150.0 + 61.0 * i as f32) % 1000.0 * s,
+        ));
+    }
+    v.truncate(n);
+    v
+}
+
+fn run_video(args: VideoBenchArgs) -> Result<()> {
+    use fastsam2_predict::video::{SessionOptions, VideoPredictor, VideoPrompt};
+    let device = device(&args.model.device)?;
+    let model = args.model.load(&device)?;
+    let name = model.name.clone();
+    let predictor = VideoPredictor::new(model, device)?;
+    let tmp;
+    let frames = match &args.frames {
+        Some(f) => f.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("fastsam2-bench-video-{}", std::process::id()));
+            std::fs::create_dir_all(&tmp)?;
+            for t in 0..8 {
+                fastsam2_core::overlay::save_png(
+                    &synthetic_frame(t, 1024),
+                    &tmp.join(format!("{t:05}.png")),
+                )?;
+            }
+            tmp.clone()
+        }
+    };
+    let threads = rayon::current_num_threads();
+    let mut results = serde_json::Map::new();
+    for &n_obj in &args.objects {
+        let mut runs = Vec::new();
+        for rep in 0..args.reps + 1 {
+            let t0 = Instant::now();
+            let mut session = predictor.open_folder(&frames, SessionOptions::default())?;
+            let (h, w) = session.video_hw().expect("folder");
+            let clicks = object_clicks(n_obj, w.max(h));
+            let t1 = Instant::now();
+            for (i, (x, y)) in clicks.iter().enumerate() {
+                session.add_prompt(
+                    0,
+                    i as u32 + 1,
+                    &VideoPrompt::Points {
+                        points: vec![Point::positive(*x, *y)],
+                        bbox: None,
+                        clear: true,
+                    },
+                )?;
+            }
+            let t2 = Instant::now();
+            let mut per_frame = Vec::new();
+            let mut tf = Instant::now();
+            session.propagate(false, |_| {
+                per_frame.push(tf.elapsed().as_secs_f64() * 1000.0);
+                tf = Instant::now();
+                Ok(())
+            })?;
+            let t3 = Instant::now();
+            let n = session.num_frames();
+            let run = json!({
+                "open_ms": (t1 - t0).as_secs_f64() * 1000.0,
+                "add_points_ms": (t2 - t1).as_secs_f64() * 1000.0,
+                "propagate_ms": (t3 - t2).as_secs_f64() * 1000.0,
+                "total_ms": (t3 - t0).as_secs_f64() * 1000.0,
+                "per_frame_ms": per_frame,
+                "propagate_per_tracked_frame_ms": (t3 - t2).as_secs_f64() * 1000.0 / (n - 1) as f64,
+            });
+            eprintln!(
+                "{n_obj} object(s), run {rep}{}: {}",
+                if rep == 0 { " (warm-up)" } else { "" },
+                run
+            );
+            if rep > 0 {
+                runs.push(run);
+            }
+        }
+        runs.sort_by(|a, b| {
+            a["total_ms"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["total_ms"].as_f64().unwrap_or(0.0))
+        });
+        let med = runs[runs.len() / 2].clone();
+        results.insert(
+            format!("video_{n_obj}obj"),
+            json!({"median_run": med, "runs": runs}),
+        );
+    }
+    let report = json!({"model": name, "threads": threads, "results": results, "peak_rss_mib": peak_rss_mib()});
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+fn run_stream(args: StreamBenchArgs) -> Result<()> {
+    use fastsam2_predict::video::{SessionOptions, VideoPredictor, VideoPrompt};
+    let device = device(&args.model.device)?;
+    let model = args.model.load(&device)?;
+    let name = model.name.clone();
+    let predictor = VideoPredictor::new(model, device)?;
+    let mut session = predictor.streaming(SessionOptions::default());
+    let clicks = object_clicks(args.objects, args.size);
+    let t0 = Instant::now();
+    let mut rss_at = Vec::new();
+    let mut frame_ms = Vec::new();
+    for t in 0..args.num_frames {
+        let img = synthetic_frame(t, args.size);
+        let tf = Instant::now();
+        session.push_frame(&img)?;
+        if t == 0 {
+            for (i, (x, y)) in clicks.iter().enumerate() {
+                session.add_prompt(
+                    0,
+                    i as u32 + 1,
+                    &VideoPrompt::Points {
+                        points: vec![Point::positive(*x, *y)],
+                        bbox: None,
+                        clear: true,
+                    },
+                )?;
+            }
+        }
+        let m = session.track()?;
+        frame_ms.push(tf.elapsed().as_secs_f64() * 1000.0);
+        let _ = m;
+        if (t + 1) % 50 == 0 || t + 1 == args.num_frames {
+            let rss = current_rss_mib().unwrap_or(0.0);
+            rss_at.push(json!({"frame": t + 1, "rss_mib": rss, "peak_rss_mib": peak_rss_mib(), "retained_outputs": session.retained_outputs()}));
+            eprintln!(
+                "frame {}: rss {rss:.0} MiB, peak {:.0} MiB, {} retained outputs, {:.0} ms/frame",
+                t + 1,
+                peak_rss_mib().unwrap_or(0.0),
+                session.retained_outputs(),
+                frame_ms.iter().rev().take(50).sum::<f64>() / frame_ms.len().min(50) as f64
+            );
+        }
+    }
+    let mut sorted = frame_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let report = json!({
+        "model": name, "num_frames": args.num_frames, "size": args.size, "objects": args.objects,
+        "total_s": t0.elapsed().as_secs_f64(), "median_frame_ms": sorted[sorted.len() / 2],
+        "peak_rss_mib": peak_rss_mib(), "rss_timeline": rss_at,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+/// Current resident set size (VmRSS), MiB.
+fn current_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }

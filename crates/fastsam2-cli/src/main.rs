@@ -44,7 +44,8 @@ enum Command {
     /// Fine-tune a model (full, adapter or LoRA) from a TOML config; export checkpoints.
     Train(train_cmd::TrainArgs),
     /// Time the engine (encoder, prompt -> mask) like the reference harness's bench.py.
-    Bench(bench::BenchArgs),
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 fn main() {

@@ -193,7 +193,6 @@ impl RoPEAttention {
         let device = q.device();
         let (mut qh, [b, lq, c]) = to_host(self.q_proj.forward(q));
         let (mut kh, [_, lk, _]) = to_host(self.k_proj.forward(k));
-        let (vh, _) = to_host(self.v_proj.forward(v));
         let nh = self.num_heads;
         let hd = c / nh;
         let side = (lq as f64).sqrt() as usize;
@@ -216,17 +215,30 @@ impl RoPEAttention {
                 &table,
             );
         }
-        let out = crate::kernels::attention::attention(
-            &qh,
-            &kh,
-            &vh,
-            b,
-            lq,
-            lk,
-            nh,
-            hd,
-            (hd as f32).powf(-0.5),
-        );
+        let scale = (hd as f32).powf(-0.5);
+        let vd = v.dims()[2];
+        if vd < hd {
+            // softmax rows sum to one: P (X Wv + bv) = (P X) Wv + bv, with P X over vd channels
+            let (xh, _) = to_host(v);
+            let px = crate::kernels::attention::attention_shared_values(
+                &qh, &kh, &xh, b, lq, lk, nh, hd, vd, scale,
+            );
+            let px = from_host(px, [b, lq, nh, vd], &device);
+            let w = self.v_proj.weight.val(); // [vd, nh * hd]
+            let heads: Vec<Tensor<3>> = (0..nh)
+                .map(|h| {
+                    let ph = px.clone().narrow(2, h, 1).reshape([b, lq, vd]);
+                    ph.matmul(w.clone().narrow(1, h * hd, hd).unsqueeze::<3>())
+                })
+                .collect();
+            let mut out = Tensor::cat(heads, 2);
+            if let Some(bias) = &self.v_proj.bias {
+                out = out + bias.val().unsqueeze::<3>();
+            }
+            return self.out_proj.forward(out);
+        }
+        let (vh, _) = to_host(self.v_proj.forward(v));
+        let out = crate::kernels::attention::attention(&qh, &kh, &vh, b, lq, lk, nh, hd, scale);
         self.out_proj.forward(from_host(out, [b, lq, c], &device))
     }
 
@@ -377,5 +389,20 @@ mod tests {
         let b = ca.forward_fused(q, k, v, 4);
         let d: f32 = (a - b).abs().max().into_scalar();
         assert!(d < 1e-5, "{d}");
+        // one head of 32 channels over 16-wide memories: the shared-values path (vd < hd)
+        let cfg1 = MemoryAttentionConfig {
+            num_heads: 1,
+            ..cfg
+        };
+        let m1 = cfg1.init(&device);
+        let mut ca1 = m1.layers[0].cross_attn_image.clone();
+        ca1.v_proj.weight = rnd(&ca1.v_proj.weight);
+        let q = Tensor::<3>::random([2, 64, 32], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<3>::random([2, 132, 16], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<3>::random([2, 132, 16], Distribution::Normal(0.0, 1.0), &device);
+        let a = ca1.forward_generic(q.clone(), k.clone(), v.clone(), 4);
+        let b = ca1.forward_fused(q, k, v, 4);
+        let d: f32 = (a - b).abs().max().into_scalar();
+        assert!(d < 1e-5, "shared values: {d}");
     }
 }

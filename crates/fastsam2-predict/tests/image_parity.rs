@@ -165,22 +165,33 @@ fn sam21_micro_image_predictor_matches_official() {
     let dir = fixtures().join("sam2.1_hiera_micro");
     let model = load_checkpoint(&dir.join("weights.safetensors"), None, None, &device).unwrap();
     let refs = Checkpoint::read(dir.join("image_refs.safetensors")).unwrap();
-    let cases: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("image_cases.json")).unwrap()).unwrap();
+    let cases: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("image_cases.json")).unwrap())
+            .unwrap();
     let mut pred = ImagePredictor::new(model, device);
-    pred.set_image(&load_rgb(fixtures().join("images/chelsea.png")).unwrap()).unwrap();
+    pred.set_image(&load_rgb(fixtures().join("images/chelsea.png")).unwrap())
+        .unwrap();
     let mut n = 0;
     for (name, case) in cases["cases"].as_object().unwrap() {
         n += 1;
-        let p = pred.predict(&prompt_of(case), case["multimask"].as_bool().unwrap()).unwrap();
+        let p = pred
+            .predict(&prompt_of(case), case["multimask"].as_bool().unwrap())
+            .unwrap();
         let key = |k: &str| &refs.tensors[&format!("{name}/{k}")].data;
         let k = p.num_masks;
-        let dl = max_abs_diff(&subsample(&p.low_res_logits, k, 256, 256, 4), key("low_res_logits_s4"));
+        let dl = max_abs_diff(
+            &subsample(&p.low_res_logits, k, 256, 256, 4),
+            key("low_res_logits_s4"),
+        );
         let di = max_abs_diff(&p.scores, key("iou_predictions"));
         let sub = subsample(&p.logits, k, p.height, p.width, 4);
         let dg = max_abs_diff(&sub, key("logits_s4"));
         let iou = mask_iou(&sub, key("logits_s4"));
         println!("{name}: low_res {dl:.2e} iou_pred {di:.2e} logits {dg:.2e} mask IoU {iou:.5}");
-        assert!(dl <= 1e-3 && di <= 1e-3 && dg <= 1e-3, "{name}: low_res {dl} iou {di} logits {dg}");
+        assert!(
+            dl <= 1e-3 && di <= 1e-3 && dg <= 1e-3,
+            "{name}: low_res {dl} iou {di} logits {dg}"
+        );
         assert!(iou >= 0.99, "{name}: mask IoU {iou}");
     }
     assert_eq!(n, 8);

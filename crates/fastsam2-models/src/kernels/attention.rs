@@ -254,8 +254,9 @@ unsafe fn gemm_f32(
 }
 
 /// Flash attention of `m` query rows (row stride `q_rs`) against `lk` keys / values (row
-/// strides `k_rs`, `v_rs`) in tiles of `tile` keys; writes the normalised output to `o`
-/// (m x hd). `dims(k0, t)` describes the bias of the tile starting at key `k0`.
+/// strides `k_rs`, `v_rs`) in tiles of `tile` keys; q/k rows have `hd` channels, value rows
+/// `vd`; writes the normalised output to `o` (m x vd). `dims(k0, t)` must report `hd = vd`
+/// (it sizes the output rows). `dims(k0, t)` describes the bias of the tile starting at key `k0`.
 ///
 /// # Safety
 /// Every row pointer plus `hd` elements must be in bounds for `m` / `lk` rows.
@@ -270,6 +271,7 @@ unsafe fn flash_rows(
     m: usize,
     lk: usize,
     hd: usize,
+    vd: usize,
     scale: f32,
     tile: usize,
     o: &mut [f32],
@@ -316,10 +318,10 @@ unsafe fn flash_rows(
         unsafe {
             gemm_f32(
                 m,
-                hd,
+                vd,
                 t,
                 o.as_mut_ptr(),
-                hd,
+                vd,
                 true,
                 s.as_ptr(),
                 t as isize,
@@ -334,7 +336,7 @@ unsafe fn flash_rows(
     }
     for i in 0..m {
         let inv = 1.0 / row_sum[i];
-        for v in &mut o[i * hd..(i + 1) * hd] {
+        for v in &mut o[i * vd..(i + 1) * vd] {
             *v *= inv;
         }
     }
@@ -385,6 +387,7 @@ pub fn attention(
                 m,
                 lk,
                 hd,
+                hd,
                 scale,
                 TILE,
                 &mut o,
@@ -414,6 +417,89 @@ pub fn attention(
                 )
             };
             dst.copy_from_slice(&o[i * hd..(i + 1) * hd]);
+        }
+    });
+    out
+}
+
+/// Attention whose values are shared by every head: q / k [b, l, nh * hd], v [b, lk, vd];
+/// returns [b, lq, nh, vd] = softmax(q_h k_h^T * scale) @ v per head. With V = X W^T + c, the
+/// caller projects afterwards: P (X W^T + c) = (P X) W^T + c, cheaper when vd < hd (SAM 2's
+/// cross-attention to 64-wide memories).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_shared_values(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    b: usize,
+    lq: usize,
+    lk: usize,
+    nh: usize,
+    hd: usize,
+    vd: usize,
+    scale: f32,
+) -> Vec<f32> {
+    let c = nh * hd;
+    assert!(
+        q.len() == b * lq * c && k.len() == b * lk * c && v.len() == b * lk * vd,
+        "attention_shared_values: buffer sizes"
+    );
+    const QB: usize = 128;
+    const TILE: usize = 256;
+    let blocks = lq.div_ceil(QB);
+    let mut out = vec![0f32; b * lq * nh * vd];
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    (0..b * nh * blocks).into_par_iter().for_each(|task| {
+        let (bi, rest) = (task / (nh * blocks), task % (nh * blocks));
+        let (h, blk) = (rest / blocks, rest % blocks);
+        let q0 = blk * QB;
+        let m = QB.min(lq - q0);
+        let mut o = vec![0f32; m * vd];
+        // SAFETY: indices stay inside the asserted buffer sizes.
+        unsafe {
+            let qp = q.as_ptr().add((bi * lq + q0) * c + h * hd);
+            let kp = k.as_ptr().add(bi * lk * c + h * hd);
+            let vp = v.as_ptr().add(bi * lk * vd);
+            flash_rows(
+                qp,
+                c as isize,
+                kp,
+                c as isize,
+                vp,
+                vd as isize,
+                m,
+                lk,
+                hd,
+                vd,
+                scale,
+                TILE,
+                &mut o,
+                |k0, t| TileDims {
+                    m,
+                    t,
+                    hd: vd,
+                    gh: 0,
+                    gw: 1,
+                    ky0: 0,
+                    k0,
+                    q0,
+                    l: lk,
+                    mode: 0,
+                },
+                &[],
+                &[],
+                &[],
+            );
+        }
+        for i in 0..m {
+            // SAFETY: query (q0 + i) of batch bi, head h: disjoint across tasks.
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out_ptr.get().add(((bi * lq + q0 + i) * nh + h) * vd),
+                    vd,
+                )
+            };
+            dst.copy_from_slice(&o[i * vd..(i + 1) * vd]);
         }
     });
     out
@@ -539,6 +625,7 @@ pub fn grid_attention(qkv: &[f32], lay: &QkvLayout, g: &Grid, bias: Bias<'_>) ->
                 ts,
                 m,
                 l,
+                hd,
                 hd,
                 scale,
                 trows * gw,
