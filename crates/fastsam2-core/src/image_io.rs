@@ -453,6 +453,33 @@ fn gray16_level(v: u16, clip: bool) -> u8 {
     }
 }
 
+/// Width and height of an image file from its header, without decoding the pixels.
+pub fn image_dimensions(path: impl AsRef<Path>) -> Result<(u32, u32), ImageError> {
+    let path = path.as_ref();
+    let reader = image::ImageReader::open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ImageError::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ImageError::Unreadable {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|source| ImageError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    reader.into_dimensions().map_err(|e| ImageError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,31 +523,4 @@ mod tests {
         assert_eq!(gray16_level(200, true), 200);
         assert_eq!(gray16_level(0x12ff, false), 0x12);
     }
-}
-
-/// Width and height of an image file from its header, without decoding the pixels.
-pub fn image_dimensions(path: impl AsRef<Path>) -> Result<(u32, u32), ImageError> {
-    let path = path.as_ref();
-    let reader = image::ImageReader::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ImageError::NotFound {
-                path: path.to_path_buf(),
-            }
-        } else {
-            ImageError::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    })?;
-    let reader = reader
-        .with_guessed_format()
-        .map_err(|source| ImageError::Unreadable {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    reader.into_dimensions().map_err(|e| ImageError::Corrupt {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
 }

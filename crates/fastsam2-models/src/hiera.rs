@@ -310,8 +310,8 @@ impl MultiScaleBlock {
         };
         let x = self.attn.forward(x);
         let (mut h, mut w, mut pad_hw) = (h, w, pad_hw);
-        if self.q_stride > 0 {
-            ws = self.window_size / self.q_stride;
+        if let Some(pooled) = self.window_size.checked_div(self.q_stride) {
+            ws = pooled;
             let [_, sh, sw, _] = shortcut.dims();
             (h, w) = (sh, sw);
             if ws > 0 {

@@ -12,6 +12,7 @@ use crate::sam::Sam;
 use crate::sam2::Sam2;
 
 /// The network of a loaded model.
+#[allow(clippy::large_enum_variant)] // one per loaded model
 #[derive(Debug)]
 pub enum Network {
     Sam(Sam),

@@ -127,10 +127,39 @@ pub enum UpscaleLayer {
 impl UpscaleLayer {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            UpscaleLayer::ConvT(c) => c.forward(x),
+            UpscaleLayer::ConvT(c) => conv_transpose_patchwise(c, x),
             UpscaleLayer::Norm(n) => n.forward(x),
-            UpscaleLayer::Act(a) => a.forward(x),
+            UpscaleLayer::Act(_) => crate::kernels::gelu(x),
         }
+    }
+}
+
+/// A transposed convolution whose stride equals its kernel (SAM's 2x2 / stride-2 upscaling):
+/// every input pixel writes its own k x k output patch, i.e. one matmul
+/// `[pixels, C_in] @ [C_in, C_out * k * k]` and a pixel shuffle. Other configurations use
+/// the generic operator.
+pub fn conv_transpose_patchwise(c: &ConvTranspose2d, x: Tensor<4>) -> Tensor<4> {
+    let [k0, k1] = c.kernel_size;
+    if c.stride != [k0, k1]
+        || c.padding != [0, 0]
+        || c.padding_out != [0, 0]
+        || c.dilation != [1, 1]
+        || c.groups != 1
+    {
+        return c.forward(x);
+    }
+    let [b, cin, h, w] = x.dims();
+    let wt = c.weight.val(); // [C_in, C_out, k0, k1]
+    let cout = wt.dims()[1];
+    let xm = crate::kernels::contiguous(x.permute([0, 2, 3, 1])).reshape([b * h * w, cin]);
+    let y = xm.matmul(wt.reshape([cin, cout * k0 * k1])); // [BHW, C_out*k0*k1]
+    let y = y
+        .reshape([b, h, w, cout, k0, k1])
+        .permute([0, 3, 1, 4, 2, 5])
+        .reshape([b, cout, h * k0, w * k1]);
+    match &c.bias {
+        Some(bias) => y + bias.val().reshape([1, cout, 1, 1]),
+        None => y,
     }
 }
 
@@ -281,6 +310,12 @@ impl MaskDecoder {
         let mask_tokens_out = hs.clone().slice([0..b, s + 1..s + 1 + n_tok]);
 
         let src = src.swap_dims(1, 2).reshape([b, c, h, w]);
+        if crate::kernels::host_fast_path(&src.device()) && self.output_upscaling.len() == 5 {
+            let masks = self.upscale_masks_host(src, high_res, &mask_tokens_out);
+            let iou_pred = self.iou_prediction_head.forward(iou_token_out);
+            let object_score_logits = self.object_scores(&hs, b, d, &iou_pred);
+            return (masks, iou_pred, mask_tokens_out, object_score_logits);
+        }
         let up = match high_res {
             None => {
                 let mut up = src;
@@ -309,17 +344,99 @@ impl MaskDecoder {
             .matmul(up.reshape([b, cu, hu * wu]))
             .reshape([b, n_tok, hu, wu]);
         let iou_pred = self.iou_prediction_head.forward(iou_token_out);
-        let object_score_logits = match &self.pred_obj_score_head {
+        let object_score_logits = self.object_scores(&hs, b, d, &iou_pred);
+        (masks, iou_pred, mask_tokens_out, object_score_logits)
+    }
+
+    fn object_scores(&self, hs: &Tensor<3>, b: usize, d: usize, iou_pred: &Tensor<2>) -> Tensor<2> {
+        match &self.pred_obj_score_head {
             Some(head) => {
-                let t = hs.slice([0..b, 0..1]).reshape([b, d]);
+                let t = hs.clone().slice([0..b, 0..1]).reshape([b, d]);
                 match head {
                     ObjScoreHead::Linear(l) => l.forward(t),
                     ObjScoreHead::Mlp(m) => m.forward(t),
                 }
             }
             None => Tensor::ones([b, 1], &iou_pred.device()) * 10.0,
+        }
+    }
+
+    /// `output_upscaling` + hypernetworks on the host (inference): [B, n_tok, 4h, 4w].
+    fn upscale_masks_host(
+        &self,
+        src: Tensor<4>,
+        high_res: Option<(Tensor<4>, Tensor<4>)>,
+        mask_tokens_out: &Tensor<3>,
+    ) -> Tensor<4> {
+        use crate::kernels::upscale::{UpscaleWeights, upscale_and_masks};
+        use crate::kernels::{from_host, to_host};
+        let device = src.device();
+        let [b, c, h, w] = src.dims();
+        let n_tok = self.num_mask_tokens();
+        let (UpscaleLayer::ConvT(t1), UpscaleLayer::Norm(ln), UpscaleLayer::ConvT(t2)) = (
+            &self.output_upscaling[0],
+            &self.output_upscaling[1],
+            &self.output_upscaling[3],
+        ) else {
+            unreachable!("output_upscaling is convT, LN2d, GELU, convT, GELU")
         };
-        (masks, iou_pred, mask_tokens_out, object_score_logits)
+        let host1 = |p: &burn::module::Param<Tensor<1>>| to_host(p.val()).0;
+        let zeros = |n: usize| vec![0f32; n];
+        let (w1, _) = to_host(t1.weight.val());
+        let (w2, _) = to_host(t2.weight.val());
+        let c1 = t1.weight.dims()[1];
+        let c2 = t2.weight.dims()[1];
+        let b1 = t1.bias.as_ref().map(host1).unwrap_or_else(|| zeros(c1));
+        let b2 = t2.bias.as_ref().map(host1).unwrap_or_else(|| zeros(c2));
+        let (lw, lb) = (host1(&ln.weight), host1(&ln.bias));
+        let wt = UpscaleWeights {
+            w1: &w1,
+            b1: &b1,
+            ln_w: &lw,
+            ln_b: &lb,
+            eps: ln.eps as f32,
+            w2: &w2,
+            b2: &b2,
+        };
+        let (src_h, _) = to_host(src.permute([0, 2, 3, 1]));
+        let (s0, s1) = match high_res {
+            Some((f0, f1)) => (
+                Some(to_host(f0.permute([0, 2, 3, 1])).0),
+                Some(to_host(f1.permute([0, 2, 3, 1])).0),
+            ),
+            None => (None, None),
+        };
+        let hyper = Tensor::cat(
+            self.output_hypernetworks_mlps
+                .iter()
+                .enumerate()
+                .map(|(i, mlp)| mlp.forward(mask_tokens_out.clone().slice([0..b, i..i + 1])))
+                .collect(),
+            1,
+        );
+        let (hyper, _) = to_host(hyper); // [B, n_tok, c2]
+        let plane = 16 * h * w;
+        let mut out = Vec::with_capacity(b * n_tok * plane);
+        for i in 0..b {
+            let s1i = s1
+                .as_ref()
+                .map(|v| &v[i * 4 * h * w * c1..(i + 1) * 4 * h * w * c1]);
+            let s0i = s0
+                .as_ref()
+                .map(|v| &v[i * plane * c2..(i + 1) * plane * c2]);
+            out.extend(upscale_and_masks(
+                &src_h[i * h * w * c..(i + 1) * h * w * c],
+                h,
+                w,
+                c,
+                &wt,
+                s1i,
+                s0i,
+                &hyper[i * n_tok * c2..(i + 1) * n_tok * c2],
+                n_tok,
+            ));
+        }
+        from_host(out, [b, n_tok, 4 * h, 4 * w], &device)
     }
 
     /// `_dynamic_multimask_via_stability`: keep the single-mask output where its stability
@@ -367,5 +484,32 @@ impl MaskDecoder {
             tensor_from_vec(out_m, [b, 1, h, w], &device),
             tensor_from_vec(out_s, [b, 1], &device),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::Param;
+    use burn::nn::conv::ConvTranspose2dConfig;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    #[test]
+    fn patchwise_transposed_conv_equals_burn() {
+        let device = Device::flex();
+        let mut c = ConvTranspose2dConfig::new([6, 4], [2, 2])
+            .with_stride([2, 2])
+            .init(&device);
+        let b = c.bias.as_ref().unwrap().val();
+        c.bias = Some(Param::from_tensor(Tensor::random(
+            b.shape(),
+            Distribution::Normal(0.0, 1.0),
+            &device,
+        )));
+        let x = Tensor::<4>::random([2, 6, 5, 7], Distribution::Normal(0.0, 1.0), &device);
+        let d: f32 = (super::conv_transpose_patchwise(&c, x.clone()) - c.forward(x))
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(d < 1e-5, "{d}");
     }
 }

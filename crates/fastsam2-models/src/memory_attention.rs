@@ -140,8 +140,8 @@ pub struct RoPEAttention {
 fn rope_table(hd: usize, side: usize, theta: f32) -> std::sync::Arc<Vec<(f32, f32)>> {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<(usize, usize, u32), Arc<Vec<(f32, f32)>>>>> =
-        OnceLock::new();
+    type Tables = HashMap<(usize, usize, u32), Arc<Vec<(f32, f32)>>>;
+    static CACHE: OnceLock<Mutex<Tables>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut g = cache.lock().unwrap_or_else(|e| e.into_inner());
     g.entry((hd, side, theta.to_bits()))

@@ -19,7 +19,11 @@ pub fn sine_2d(num_pos_feats: usize, h: usize, w: usize) -> Vec<f32> {
     let mut out = vec![0f32; 2 * npf * h * w];
     let enc = |v: f32, k: usize| -> f32 {
         let p = v / dim_t[k];
-        if k % 2 == 0 { p.sin() } else { p.cos() }
+        if k.is_multiple_of(2) {
+            p.sin()
+        } else {
+            p.cos()
+        }
     };
     for y in 0..h {
         let ye = (y + 1) as f32 / (h as f32 + eps) * scale;

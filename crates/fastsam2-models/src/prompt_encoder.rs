@@ -183,7 +183,60 @@ impl PromptEncoder {
         (sparse, dense)
     }
 
+    /// `_embed_points` on the host (inference): the same arithmetic as the tensor path, in a
+    /// handful of floats instead of a dozen tiny tensor operations.
+    fn embed_points_host(&self, p: &PointInput, pad: bool) -> Tensor<3> {
+        use crate::kernels::{from_host, to_host};
+        let [b, n, _] = p.coords.dims();
+        let device = p.coords.device();
+        let (coords, _) = to_host(p.coords.clone());
+        let (g, [_, f]) = to_host(self.pe_layer.positional_encoding_gaussian_matrix.val());
+        let c = self.embed_dim;
+        let not_a_point = to_host(self.not_a_point_embed.weight.val()).0;
+        let pts: Vec<Vec<f32>> = self
+            .point_embeddings
+            .iter()
+            .map(|e| to_host(e.weight.val()).0)
+            .collect();
+        let [ih, iw] = self.input_image_size;
+        let np = if pad { n + 1 } else { n };
+        let mut out = vec![0f32; b * np * c];
+        for i in 0..b {
+            for j in 0..np {
+                let (x, y, label) = if j < n {
+                    (
+                        coords[(i * n + j) * 2] + 0.5,
+                        coords[(i * n + j) * 2 + 1] + 0.5,
+                        p.labels[i * n + j],
+                    )
+                } else {
+                    (0.0, 0.0, -1)
+                };
+                let row = &mut out[(i * np + j) * c..(i * np + j + 1) * c];
+                if label == -1 {
+                    row.copy_from_slice(&not_a_point);
+                    continue;
+                }
+                let (u, v) = (2.0 * (x / iw as f32) - 1.0, 2.0 * (y / ih as f32) - 1.0);
+                for k in 0..f {
+                    let a = (u * g[k] + v * g[f + k]) * (2.0 * std::f32::consts::PI);
+                    row[k] = a.sin();
+                    row[f + k] = a.cos();
+                }
+                if (0..pts.len() as i32).contains(&label) {
+                    for (r, e) in row.iter_mut().zip(&pts[label as usize]) {
+                        *r += e;
+                    }
+                }
+            }
+        }
+        from_host(out, [b, np, c], &device)
+    }
+
     fn embed_points(&self, p: &PointInput, pad: bool) -> Tensor<3> {
+        if crate::kernels::host_fast_path(&p.coords.device()) {
+            return self.embed_points_host(p, pad);
+        }
         let [b, n, _] = p.coords.dims();
         let device = p.coords.device();
         let mut coords = p.coords.clone() + 0.5;
@@ -244,7 +297,7 @@ impl PromptEncoder {
             x = match layer {
                 DownscaleLayer::Conv(c) => c.forward(x),
                 DownscaleLayer::Norm(n) => n.forward(x),
-                DownscaleLayer::Act(a) => a.forward(x),
+                DownscaleLayer::Act(_) => crate::kernels::gelu(x),
             };
         }
         x

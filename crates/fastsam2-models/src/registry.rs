@@ -17,6 +17,7 @@ use crate::vit::ImageEncoderViTConfig;
 pub const CONFIG_METADATA_KEY: &str = "fastsam2.config";
 
 /// Hyper-parameters of any supported model, tagged by family.
+#[allow(clippy::large_enum_variant)] // one per model
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "family", rename_all = "snake_case")]
 pub enum ModelConfig {

@@ -467,7 +467,7 @@ impl Sam2 {
         );
         let any: Vec<f32> = (0..b)
             .map(|i| {
-                let v = tensor_to_vec(mask_inputs.clone().slice([i..i + 1]));
+                let v = tensor_to_vec(mask_inputs.clone().narrow(0, i, 1));
                 if v.iter().any(|&x| x > 0.0) { 1.0 } else { 0.0 }
             })
             .collect();
@@ -572,7 +572,7 @@ impl Sam2 {
                     .swap_dims(1, 2),
             );
             let k = cfg.num_maskmem - t_pos - 1;
-            let enc = tpos.clone().slice([k..k + 1]).reshape([1, 1, mem_dim]);
+            let enc = tpos.clone().narrow(0, k, 1).reshape([1, 1, mem_dim]);
             mem_pos.push(pos_tokens.clone() + enc);
         }
         // object pointers
@@ -686,12 +686,15 @@ impl Sam2 {
     }
 }
 
+/// (frame, memory) pairs.
+pub type Memories<'a> = Vec<(usize, &'a FrameMemory)>;
+
 /// `select_closest_cond_frames`: (selected, unselected), both in frame order.
 pub fn select_closest_cond_frames<'a>(
     frame_idx: usize,
     cond: &[(usize, &'a FrameMemory)],
     max: i64,
-) -> (Vec<(usize, &'a FrameMemory)>, Vec<(usize, &'a FrameMemory)>) {
+) -> (Memories<'a>, Memories<'a>) {
     let mut all: Vec<(usize, &FrameMemory)> = cond.to_vec();
     all.sort_by_key(|(t, _)| *t);
     if max == -1 || all.len() as i64 <= max {

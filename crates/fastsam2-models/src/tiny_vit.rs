@@ -179,7 +179,7 @@ impl PatchEmbed {
         for l in &self.seq {
             x = match l {
                 SeqLayer::ConvBn(c) => c.forward(x),
-                SeqLayer::Act(a) => a.forward(x),
+                SeqLayer::Act(_) => gelu(x),
             };
         }
         x

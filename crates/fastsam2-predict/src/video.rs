@@ -212,6 +212,7 @@ struct ObjectState {
     tracked: BTreeMap<usize, bool>,
 }
 
+#[allow(clippy::large_enum_variant)] // one per session
 enum Frames {
     Folder(Vec<PathBuf>),
     /// Streaming: the latest frame's preprocessed pixels, by index.
@@ -468,6 +469,7 @@ impl Session {
             message,
         };
         // validate before touching any state
+        #[allow(clippy::large_enum_variant)] // one per call
         enum Input {
             Points(PointsInput, bool),
             Mask(Tensor<4>),

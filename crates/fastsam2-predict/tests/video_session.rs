@@ -59,8 +59,8 @@ fn streaming_equals_offline_and_stays_bounded() {
             st.add_prompt(0, 2, &click(250.0, 180.0)).unwrap();
         }
         let m = st.track().unwrap();
-        if i < 8 {
-            for (a, b) in m.objects.iter().zip(&offline[i].objects) {
+        if let Some(off) = offline.get(i) {
+            for (a, b) in m.objects.iter().zip(&off.objects) {
                 let d = a
                     .low_res
                     .iter()

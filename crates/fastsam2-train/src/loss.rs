@@ -12,17 +12,17 @@ fn softplus(x: Tensor<4>) -> Tensor<4> {
     x.clone().clamp_min(0.0) + (-x.abs()).exp().log1p()
 }
 
-/// Per-(sample, mask) segmentation loss, [B, K]. `logits`: [B, K, L, L]; `target`, `valid`:
-/// [B, 1, L, L] (broadcast over K).
+/// Per-(sample, mask) segmentation loss, [B, K]. `logits`: [B, K, H, W]; `target`, `valid`:
+/// [B, 1, H, W] (broadcast over K).
 pub fn segmentation_loss(
     cfg: &LossSection,
     logits: Tensor<4>,
     target: Tensor<4>,
     valid: Tensor<4>,
 ) -> Tensor<2> {
-    let [b, k, l, _] = logits.dims();
-    let target = target.expand([b, k, l, l]);
-    let valid = valid.expand([b, k, l, l]);
+    let [b, k, h, w] = logits.dims();
+    let target = target.expand([b, k, h, w]);
+    let valid = valid.expand([b, k, h, w]);
     let n_valid = valid
         .clone()
         .sum_dim(3)
@@ -102,5 +102,68 @@ pub fn iou_loss(cfg: &LossSection, pred: Tensor<2>, real: Tensor<2>) -> Tensor<2
     match cfg.iou_loss {
         IouLossKind::Mse => d.clone() * d,
         IouLossKind::L1 => d.abs(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+    use fastsam2_models::common::{tensor_from_vec, tensor_to_vec};
+
+    fn sig(z: f64) -> f64 {
+        1.0 / (1.0 + (-z).exp())
+    }
+
+    /// The tensor losses against a scalar re-implementation of the PyTorch formulas
+    /// (`sigmoid_focal_loss` of torchvision, soft dice with +1 smoothing, BCE with logits).
+    #[test]
+    fn matches_scalar_formulas() {
+        let dev = Device::flex();
+        let z = [2.0f32, -1.0, 0.5, -3.0, 4.0, 0.0];
+        let t = [1.0f32, 0.0, 0.5, 0.0, 1.0, 1.0];
+        let v = [1.0f32, 1.0, 1.0, 1.0, 0.0, 1.0]; // one padding cell
+        let zt = tensor_from_vec(z.to_vec(), [1, 1, 2, 3], &dev);
+        let tt = tensor_from_vec(t.to_vec(), [1, 1, 2, 3], &dev);
+        let vt = tensor_from_vec(v.to_vec(), [1, 1, 2, 3], &dev);
+        let (mut focal, mut bce, mut inter, mut ps, mut ts, mut n) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for i in 0..6 {
+            if v[i] == 0.0 {
+                continue;
+            }
+            let (z, t) = (z[i] as f64, t[i] as f64);
+            let p = sig(z);
+            let ce = -(t * p.ln() + (1.0 - t) * (1.0 - p).ln());
+            let p_t = p * t + (1.0 - p) * (1.0 - t);
+            focal += ce * (1.0 - p_t).powi(2) * (0.25 * t + 0.75 * (1.0 - t));
+            bce += ce;
+            inter += p * t;
+            ps += p;
+            ts += t;
+            n += 1.0;
+        }
+        let dice = 1.0 - (2.0 * inter + 1.0) / (ps + ts + 1.0);
+        let mut cfg = LossSection::default();
+        let got =
+            tensor_to_vec(segmentation_loss(&cfg, zt.clone(), tt.clone(), vt.clone()))[0] as f64;
+        let want = 20.0 * focal / n + dice;
+        assert!((got - want).abs() < 1e-5, "focal_dice {got} vs {want}");
+        cfg.kind = LossKind::DiceBce;
+        let got = tensor_to_vec(segmentation_loss(&cfg, zt, tt, vt))[0] as f64;
+        let want = bce / n + dice;
+        assert!((got - want).abs() < 1e-5, "dice_bce {got} vs {want}");
+    }
+
+    #[test]
+    fn real_iou_counts_valid_cells_only() {
+        // pred > 0: [1, 1, 0, 1]; target >= 0.5: [1, 0, 0, 1]; last cell is padding.
+        let iou = real_iou(
+            &[1.0, 2.0, -1.0, 3.0],
+            &[1.0, 0.0, 0.4, 0.6],
+            &[1.0, 1.0, 1.0, 0.0],
+            1,
+            1,
+        );
+        assert_eq!(iou, vec![0.5]);
     }
 }

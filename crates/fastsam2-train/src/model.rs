@@ -532,3 +532,28 @@ pub fn load_exported(path: &Path, device: &Device) -> Result<fastsam2_models::lo
         source: path.to_path_buf(),
     })
 }
+
+/// Whether `path` is a `.safetensors` export with adapters (its header's metadata holds
+/// `fastsam2.adapter`); reads only the header. Such files load with [`load_exported`].
+pub fn is_adapter_export(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut len = [0u8; 8];
+    if f.read_exact(&mut len).is_err() {
+        return false;
+    }
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 {
+        return false;
+    }
+    let mut header = vec![0u8; n as usize];
+    if f.read_exact(&mut header).is_err() {
+        return false;
+    }
+    serde_json::from_slice::<serde_json::Value>(&header)
+        .ok()
+        .and_then(|v| v.get("__metadata__")?.get(ADAPTER_METADATA_KEY).cloned())
+        .is_some()
+}

@@ -159,3 +159,71 @@ impl AdamW {
         (module, n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_then_cosine() {
+        let cfg = OptimSection {
+            lr: 1.0,
+            warmup_steps: 4,
+            min_lr_ratio: 0.1,
+            ..Default::default()
+        };
+        let lrs: Vec<f64> = (0..14).map(|s| lr_at(&cfg, s, 14)).collect();
+        assert_eq!(&lrs[..4], &[0.25, 0.5, 0.75, 1.0]);
+        assert!((lrs[4] - 1.0).abs() < 1e-12);
+        assert!(
+            (lrs[9] - (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * 0.5).cos()))).abs() < 1e-12
+        );
+        assert!(lrs.windows(2).skip(4).all(|w| w[1] < w[0]));
+        assert!((lr_at(&cfg, 14, 14) - 0.1).abs() < 1e-12);
+    }
+
+    /// One AdamW step on a quadratic against PyTorch's update rule computed by hand.
+    #[test]
+    fn adamw_matches_torch_update() {
+        use burn::module::{Module, Param};
+        use burn::tensor::{Device, Tensor};
+        use fastsam2_models::common::{tensor_from_vec, tensor_to_vec};
+        #[derive(Module, Debug)]
+        struct M {
+            w: Param<Tensor<2>>,
+        }
+        let dev = Device::flex().autodiff();
+        let m = M {
+            w: Param::from_tensor(tensor_from_vec(vec![1.0, -2.0, 0.5, 3.0], [2, 2], &dev)),
+        };
+        let cfg = OptimSection {
+            lr: 0.1,
+            weight_decay: 0.01,
+            ..Default::default()
+        };
+        let mut opt = AdamW::default();
+        let mut m = m;
+        let mut w = [1.0f64, -2.0, 0.5, 3.0];
+        let (mut mm, mut vv) = ([0.0f64; 4], [0.0f64; 4]);
+        for t in 1..=3 {
+            let loss = (m.w.val() * m.w.val()).sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &m);
+            let (m2, n) = opt.step(&cfg, cfg.lr, 1.0, m, grads);
+            assert_eq!(n, 1);
+            m = m2;
+            for i in 0..4 {
+                let g = 2.0 * w[i];
+                w[i] *= 1.0 - cfg.lr * cfg.weight_decay;
+                mm[i] = 0.9 * mm[i] + 0.1 * g;
+                vv[i] = 0.999 * vv[i] + 0.001 * g * g;
+                let bc1 = 1.0 - 0.9f64.powi(t);
+                let bc2 = 1.0 - 0.999f64.powi(t);
+                w[i] -= cfg.lr / bc1 * mm[i] / (vv[i].sqrt() / bc2.sqrt() + cfg.eps);
+            }
+        }
+        let got = tensor_to_vec(m.w.val().detach());
+        for (a, b) in got.iter().zip(w) {
+            assert!((*a as f64 - b).abs() < 1e-5, "{got:?} vs {w:?}");
+        }
+    }
+}

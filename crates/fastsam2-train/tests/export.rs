@@ -25,15 +25,24 @@ fn predict(model: LoadedModel) -> (Vec<f32>, Vec<f32>) {
 }
 
 fn trained(strategy: &str, extra: &str) -> (tempfile::TempDir, Trainer) {
+    trained_with(strategy, extra, "5e-3", 3)
+}
+
+fn trained_with(
+    strategy: &str,
+    extra: &str,
+    lr: &str,
+    steps: usize,
+) -> (tempfile::TempDir, Trainer) {
     let d = tempfile::tempdir().unwrap();
     let cfg = shapes_config(
         d.path(),
         &vit_micro(),
         strategy,
-        &format!("{extra}\n[optim]\nlr = 5e-3\n"),
+        &format!("{extra}\n[optim]\nlr = {lr}\n"),
     );
     let mut t = Trainer::new(cfg, &TrainOptions::default()).unwrap();
-    for _ in 0..3 {
+    for _ in 0..steps {
         t.train_step().unwrap();
     }
     (d, t)
@@ -48,6 +57,20 @@ fn in_memory(t: &Trainer) -> LoadedModel {
     }
 }
 
+/// The base micro model at the training size (no fine-tuning).
+fn load_base_at_size(t: &Trainer) -> LoadedModel {
+    let m = fastsam2_train::model::read_base(&t.cfg.model).unwrap();
+    let (ck, config, _) = m;
+    let mut sam = config.init(&Device::flex());
+    fastsam2_models::checkpoint::apply_checkpoint(&mut sam, &ck, "base", &[]).unwrap();
+    LoadedModel {
+        name: "base".into(),
+        config: ModelConfig::Sam(config),
+        network: Network::Sam(sam),
+        source: Default::default(),
+    }
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -58,9 +81,11 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn lora_export_is_merged_and_loads_with_the_inference_loader() {
-    let (d, t) = trained(
+    let (d, t) = trained_with(
         "lora",
         "[strategy.lora]\ntargets = [\"qkv\", \"proj\", \"lin1\", \"lin2\"]\n",
+        "3e-2",
+        6,
     );
     let path = d.path().join("lora.safetensors");
     t.model.export(&path, &serde_json::json!({})).unwrap();
@@ -77,7 +102,14 @@ fn lora_export_is_merged_and_loads_with_the_inference_loader() {
     let d1 = max_diff(&a, &b);
     assert!(d1 < 1e-3, "merged vs unmerged logits differ by {d1}");
     assert!(max_diff(&sa, &sb) < 1e-4);
-    // The LoRA branches did learn something (the merged weights differ from the base).
+    // The branches changed the function (so the comparison above is not vacuous), ...
+    let (base_pred, _) = predict(load_base_at_size(&t));
+    let moved = max_diff(&base_pred, &b);
+    assert!(
+        moved > 1e-2,
+        "LoRA did not change the predictions ({moved})"
+    );
+    // ... and the merged weights differ from the base.
     let base = Checkpoint::read(vit_micro()).unwrap();
     let w = &ck.tensors["image_encoder.blocks.0.attn.qkv.weight"].data;
     assert_ne!(

@@ -11,6 +11,7 @@
 pub mod attention;
 mod fused;
 pub mod simd;
+pub mod upscale;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -35,6 +36,17 @@ pub fn to_host<const D: usize>(t: Tensor<D>) -> (Vec<f32>, [usize; D]) {
 /// A host vector back into a tensor on `device`.
 pub fn from_host<const D: usize>(v: Vec<f32>, dims: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+/// A row-major copy of a lazily permuted tensor on the host fast path (elementwise ops on
+/// strided views are much slower in the flex backend); other devices get it unchanged.
+pub fn contiguous<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if !host_fast_path(&device) {
+        return x;
+    }
+    let (v, dims) = to_host(x);
+    from_host(v, dims, &device)
 }
 
 /// Exact-erf GELU (`nn.GELU()`), on the host fast path when possible.
