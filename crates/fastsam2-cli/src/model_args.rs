@@ -57,6 +57,12 @@ impl ModelArgs {
         };
         let t0 = Instant::now();
         let model = match (&self.checkpoint, &self.model) {
+            // a fine-tuned export with adapters (`fastsam2 train`): the adapters join the model
+            (Some(path), None)
+                if config.is_none() && fastsam2_train::model::is_adapter_export(path) =>
+            {
+                fastsam2_train::load_exported(path, device)?
+            }
             (Some(path), name) => load_checkpoint(path, name.as_deref(), config, device)?,
             (None, Some(name)) => {
                 let path = fetch_checkpoint(name)?;

@@ -188,6 +188,54 @@ impl MultiScaleAttention {
         let c = qkv.dims()[3] / 3;
         let nh = self.num_heads;
         let hd = c / nh;
+        let pool_2x2 = self
+            .q_pool
+            .as_ref()
+            .is_some_and(|p| p.kernel_size == [2, 2] && p.stride == [2, 2] && !p.ceil_mode);
+        if pool_2x2 && host_fast_path(&qkv.device()) {
+            // q max-pooled 2x2 on the host, then attention to the full-resolution keys
+            let device = qkv.device();
+            let (data, _) = to_host(qkv);
+            let (ho, wo) = (h / 2, w / 2);
+            let mut q = vec![0f32; b * ho * wo * c];
+            let mut k = vec![0f32; b * h * w * c];
+            let mut v = vec![0f32; b * h * w * c];
+            for bi in 0..b {
+                for t in 0..h * w {
+                    let src = &data[(bi * h * w + t) * 3 * c..(bi * h * w + t + 1) * 3 * c];
+                    k[(bi * h * w + t) * c..(bi * h * w + t + 1) * c]
+                        .copy_from_slice(&src[c..2 * c]);
+                    v[(bi * h * w + t) * c..(bi * h * w + t + 1) * c]
+                        .copy_from_slice(&src[2 * c..3 * c]);
+                }
+                for y in 0..ho {
+                    for x in 0..wo {
+                        let dst =
+                            &mut q[((bi * ho + y) * wo + x) * c..((bi * ho + y) * wo + x + 1) * c];
+                        dst.fill(f32::NEG_INFINITY);
+                        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                            let t = (2 * y + dy) * w + 2 * x + dx;
+                            let src = &data[(bi * h * w + t) * 3 * c..(bi * h * w + t) * 3 * c + c];
+                            for (d, s) in dst.iter_mut().zip(src) {
+                                *d = d.max(*s);
+                            }
+                        }
+                    }
+                }
+            }
+            let out = crate::kernels::attention::attention(
+                &q,
+                &k,
+                &v,
+                b,
+                ho * wo,
+                h * w,
+                nh,
+                hd,
+                (hd as f32).powf(-0.5),
+            );
+            return self.proj.forward(from_host(out, [b, ho, wo, c], &device));
+        }
         if self.q_pool.is_none() && host_fast_path(&qkv.device()) {
             let device = qkv.device();
             let (data, _) = to_host(qkv);

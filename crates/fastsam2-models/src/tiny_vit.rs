@@ -158,6 +158,21 @@ impl Conv2dBn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if crate::kernels::host_fast_path(&x.device()) {
+            // inference: fold the BatchNorm (running statistics) into the conv
+            let scale =
+                self.bn.gamma.val() / (self.bn.running_var.value() + self.bn.epsilon).sqrt();
+            let shift = self.bn.beta.val() - self.bn.running_mean.value() * scale.clone();
+            let [co, _, _, _] = self.c.weight.dims();
+            let mut c = self.c.clone();
+            c.weight =
+                Param::from_tensor(self.c.weight.val() * scale.clone().reshape([co, 1, 1, 1]));
+            c.bias = Some(Param::from_tensor(match &self.c.bias {
+                Some(b) => shift + b.val() * scale,
+                None => shift,
+            }));
+            return c.forward(x);
+        }
         self.bn.forward(self.c.forward(x))
     }
 }

@@ -1,0 +1,47 @@
+//! Per-block timing of the SAM 2 image encoder: `cargo run --release --example hiera_timing -- WEIGHTS`.
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor};
+use fastsam2_models::loader::{Network, load_checkpoint};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() {
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
+    let args: Vec<String> = std::env::args().collect();
+    let device = Device::flex();
+    let m = load_checkpoint(args[1].as_ref(), None, None, &device).unwrap();
+    let Network::Sam2(s) = &m.network else {
+        panic!("SAM 2 weights expected")
+    };
+    let x = Tensor::<4>::random(
+        [1, 3, 1024, 1024],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let tr = &s.image_encoder.trunk;
+    for rep in 0..3 {
+        let t0 = Instant::now();
+        let mut h = tr.patch_embed.proj.forward(x.clone()).permute([0, 2, 3, 1]);
+        let [_, hh, ww, _] = h.dims();
+        h = h + tr.pos_embed(hh, ww);
+        let _ = h.clone().into_data();
+        let mut parts = vec![format!("embed:{:.0}", t0.elapsed().as_secs_f64() * 1e3)];
+        for (i, b) in tr.blocks.iter().enumerate() {
+            let t = Instant::now();
+            h = b.forward(h);
+            let _ = h.clone().narrow(0, 0, 1).into_data();
+            parts.push(format!("b{i}:{:.0}", t.elapsed().as_secs_f64() * 1e3));
+        }
+        let t = Instant::now();
+        let f = s.encode_frame(x.clone());
+        let _ = f.vision_feat.into_data();
+        println!(
+            "rep {rep}: trunk {:.0} ms | {} | full encode_frame {:.0} ms",
+            t0.elapsed().as_secs_f64() * 1e3 - t.elapsed().as_secs_f64() * 1e3,
+            parts.join(" "),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
