@@ -3,9 +3,10 @@ FastSAM2's streaming sessions avoid). Same synthetic frames as `fastsam2 bench s
 (textured background, moving disk and square, N x size x size), one object clicked on frame 0,
 propagate_in_video over all frames. Run once per length (peak RSS is per process):
 
-  python tools/bench/official_video_memory.py --frames 50 --size 512 [--weights W.safetensors] [--micro]
+  python tools/bench/official_video_memory.py --frames 50 --size 512 [--micro]
 
-Prints a JSON line: frames, peak RSS MiB, seconds. Uses the harness venv (torch + sam2).
+Prints a JSON line: frames, peak RSS MiB, seconds. Uses the harness venv (torch + sam2) and its
+seeded random weights (make_sam2_refs.build: Hiera-T, or the micro config with --micro).
 """
 import argparse
 import json

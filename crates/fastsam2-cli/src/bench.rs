@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// Timed repetitions per measurement (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// Timed repetitions of each prompt -> mask measurement (after one warm-up run).
+    #[arg(long, default_value_t = 11)]
+    pub prompt_reps: usize,
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -90,8 +93,8 @@ pub fn run_image(args: BenchArgs) -> Result<()> {
         None => test_image()?,
     };
     let (h, w) = image.hw();
-    if args.reps == 0 {
-        bail!("--reps must be at least 1");
+    if args.reps == 0 || args.prompt_reps == 0 {
+        bail!("--reps and --prompt-reps must be at least 1");
     }
     let mut pred = ImagePredictor::new(model, device.clone());
     let size = pred.img_size();
@@ -119,7 +122,7 @@ pub fn run_image(args: BenchArgs) -> Result<()> {
     // the reference's prompts, scaled to this image (1024x1024 in the default case)
     let (sx, sy) = (w as f32 / 1024.0, h as f32 / 1024.0);
     let pt1 = Prompt::points(vec![Point::positive(500.0 * sx, 375.0 * sy)]);
-    let (p1_ms, p1_runs) = median_ms(args.reps.max(5), 1, || {
+    let (p1_ms, p1_runs) = median_ms(args.prompt_reps, 1, || {
         let _ = pred.predict(&pt1, true).expect("predict");
     });
     eprintln!("predict 1 point, multimask, incl. upscale to {w}x{h}: {p1_ms:.1} ms");
@@ -133,7 +136,7 @@ pub fn run_image(args: BenchArgs) -> Result<()> {
         )),
         mask: None,
     };
-    let (bp_ms, _) = median_ms(args.reps.max(5), 1, || {
+    let (bp_ms, _) = median_ms(args.prompt_reps, 1, || {
         let _ = pred.predict(&boxpt, false).expect("predict");
     });
     eprintln!("predict box + point, single mask, incl. upscale: {bp_ms:.1} ms");

@@ -312,10 +312,25 @@ impl MemoryAttentionLayer {
         pos: Tensor<3>,
         num_k_exclude_rope: usize,
     ) -> Tensor<3> {
-        // self-attention (pos_enc_at_attn = false)
+        let tgt = self.forward_self(tgt);
+        self.forward_cross_mlp(tgt, memory, pos, num_k_exclude_rope)
+    }
+
+    /// The self-attention half (pos_enc_at_attn = false): depends on the frame only.
+    pub fn forward_self(&self, tgt: Tensor<3>) -> Tensor<3> {
         let t2 = self.norm1.forward(tgt.clone());
-        let tgt = tgt + self.self_attn.forward(t2.clone(), t2.clone(), t2, 0);
-        // cross-attention (keys get the memory pos enc, queries do not)
+        tgt + self.self_attn.forward(t2.clone(), t2.clone(), t2, 0)
+    }
+
+    /// Cross-attention to the memories (keys get the memory pos enc, queries do not), then
+    /// the MLP.
+    pub fn forward_cross_mlp(
+        &self,
+        tgt: Tensor<3>,
+        memory: Tensor<3>,
+        pos: Tensor<3>,
+        num_k_exclude_rope: usize,
+    ) -> Tensor<3> {
         let t2 = self.norm2.forward(tgt.clone());
         let tgt = tgt
             + self
@@ -342,9 +357,43 @@ impl MemoryAttention {
         memory_pos: Tensor<3>,
         num_obj_ptr_tokens: usize,
     ) -> Tensor<3> {
-        let mut out = curr + curr_pos * 0.1;
-        for layer in &self.layers {
-            out = layer.forward(out, memory.clone(), memory_pos.clone(), num_obj_ptr_tokens);
+        let first = self.forward_first_self(curr, curr_pos);
+        self.forward_from_first_self(first, memory, memory_pos, num_obj_ptr_tokens)
+    }
+
+    /// The part of [`Self::forward`] that depends on the current frame only (the input
+    /// embedding and the first layer's self-attention): computed once per frame, it is shared
+    /// by every object tracked in that frame.
+    pub fn forward_first_self(&self, curr: Tensor<3>, curr_pos: Tensor<3>) -> Tensor<3> {
+        let out = curr + curr_pos * 0.1;
+        match self.layers.first() {
+            Some(l) => l.forward_self(out),
+            None => out,
+        }
+    }
+
+    /// The rest of [`Self::forward`], from the output of [`Self::forward_first_self`]
+    /// (broadcast over the batch when it has one row).
+    pub fn forward_from_first_self(
+        &self,
+        first: Tensor<3>,
+        memory: Tensor<3>,
+        memory_pos: Tensor<3>,
+        num_obj_ptr_tokens: usize,
+    ) -> Tensor<3> {
+        let b = memory.dims()[0];
+        let [fb, l, c] = first.dims();
+        let mut out = if fb == 1 && b > 1 {
+            first.expand([b, l, c])
+        } else {
+            first
+        };
+        for (i, layer) in self.layers.iter().enumerate() {
+            out = if i == 0 {
+                layer.forward_cross_mlp(out, memory.clone(), memory_pos.clone(), num_obj_ptr_tokens)
+            } else {
+                layer.forward(out, memory.clone(), memory_pos.clone(), num_obj_ptr_tokens)
+            };
         }
         self.norm.forward(out)
     }

@@ -498,8 +498,18 @@ impl Sam2 {
             && (c.multimask_min_pt_num..=c.multimask_max_pt_num).contains(&num_points)
     }
 
+    /// The object-independent start of the memory attention for a frame's features
+    /// (`feat`/`pos`: [1, C, 64, 64]); pass it to [`Self::condition_on_memory`] for each
+    /// object of that frame to compute it once instead of once per object.
+    pub fn memory_attention_frame_part(&self, feat: Tensor<4>, pos: Tensor<4>) -> Tensor<3> {
+        let curr = feat.flatten::<3>(2, 3).swap_dims(1, 2);
+        let curr_pos = pos.flatten::<3>(2, 3).swap_dims(1, 2);
+        self.memory_attention.forward_first_self(curr, curr_pos)
+    }
+
     /// `_prepare_memory_conditioned_features` for one object: the frame's 64x64 features
-    /// fused with the object's memories. `feat`/`pos`: [1, C, 64, 64].
+    /// fused with the object's memories. `feat`/`pos`: [1, C, 64, 64]; `frame_part`: the
+    /// result of [`Self::memory_attention_frame_part`] for the same features, if computed.
     #[allow(clippy::too_many_arguments)]
     pub fn condition_on_memory(
         &self,
@@ -511,6 +521,7 @@ impl Sam2 {
         maskmem_pos_enc: &Tensor<4>,
         num_frames: usize,
         track_in_reverse: bool,
+        frame_part: Option<&Tensor<3>>,
     ) -> Tensor<4> {
         let [b, c, h, w] = feat.dims();
         let device = feat.device();
@@ -648,10 +659,24 @@ impl Sam2 {
         }
         let memory = Tensor::cat(mem, 1);
         let memory_pos = Tensor::cat(mem_pos, 1);
-        let curr_pos = pos.flatten::<3>(2, 3).swap_dims(1, 2);
-        let out =
-            self.memory_attention
-                .forward(curr, curr_pos, memory, memory_pos, num_obj_ptr_tokens);
+        let out = match frame_part {
+            Some(first) => self.memory_attention.forward_from_first_self(
+                first.clone(),
+                memory,
+                memory_pos,
+                num_obj_ptr_tokens,
+            ),
+            None => {
+                let curr_pos = pos.flatten::<3>(2, 3).swap_dims(1, 2);
+                self.memory_attention.forward(
+                    curr,
+                    curr_pos,
+                    memory,
+                    memory_pos,
+                    num_obj_ptr_tokens,
+                )
+            }
+        };
         out.swap_dims(1, 2).reshape([b, c, h, w])
     }
 

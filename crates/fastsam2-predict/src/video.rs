@@ -680,6 +680,14 @@ impl Session {
             sam2.use_mask_as_output(batch.vision_feat.clone(), Some(high_res), m.clone())
         } else {
             let pos_enc = self.maskmem_pos_enc(sam2, feats);
+            // the first memory-attention self-attention depends on the frame only: once for
+            // all objects
+            let frame_part = (b > 1 && !is_init_cond_frame).then(|| {
+                sam2.memory_attention_frame_part(
+                    feats.vision_feat.clone(),
+                    feats.vision_pos.clone(),
+                )
+            });
             let conditioned: Vec<Tensor<4>> = objs
                 .iter()
                 .map(|&oi| {
@@ -717,6 +725,7 @@ impl Session {
                         &pos_enc,
                         num_frames,
                         reverse,
+                        frame_part.as_ref(),
                     )
                 })
                 .collect();

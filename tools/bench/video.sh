@@ -1,0 +1,12 @@
+#!/bin/bash
+# Issue 4 video benchmark: 8 frames at 1024^2, 1 and 2 objects, SAM 2.1 Hiera-T, ours then the
+# official predictor (../shared/reference/bench.py sam2). Usage: tools/bench/video.sh [FULL] [OUT]
+set -euo pipefail
+FULL=${1:-/tmp/full}; OUT=${2:-/tmp/bench}; VENV=${REF_VENV:-/tmp/refharness/venv}
+mkdir -p "$OUT"; cd "$(dirname "$0")/../.."
+cargo build --release -p fastsam2-cli
+./target/release/fastsam2 --threads 2 bench video --checkpoint "$FULL/sam2.1_hiera_t/weights.safetensors" \
+   --objects 1,2 --reps 2 --json "$OUT/ours_video.json" > /dev/null
+source "$VENV/bin/activate"
+SHARED=$PWD/../shared/reference
+(cd "$OUT" && REFHARNESS_OUT="$OUT" python "$SHARED/bench.py" sam2)
