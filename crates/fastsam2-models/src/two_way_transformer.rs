@@ -174,7 +174,7 @@ impl Attention {
             .unsqueeze::<4>(); // [1, nH, hd, d_kv]
         let qk = qh.matmul(wk).reshape([b, nh * lq, d_kv]); // q_h W_k,h^T
         let scores = qk.matmul(k.swap_dims(1, 2)) * (hd as f64).powf(-0.5); // [B, nH*lq, lk]
-        let p = burn::tensor::activation::softmax(scores, 2);
+        let p = crate::kernels::softmax_last(scores);
         let px = p.matmul(v).reshape([b, nh, lq, d_kv]); // P x_v
         let wv = self
             .v_proj
@@ -218,7 +218,7 @@ impl Attention {
             scores = scores + bk;
         }
         let scores = scores.reshape([b, lq, nh, lk]) * (hd as f64).powf(-0.5);
-        let p = burn::tensor::activation::softmax(scores, 3).reshape([b, lq, nh * lk]);
+        let p = crate::kernels::softmax_last(scores).reshape([b, lq, nh * lk]);
         let d_out = self.out_proj.weight.dims()[1];
         let wo = self
             .out_proj

@@ -142,6 +142,47 @@ fn exp_sub_sum(v: &mut [f32], sub: f32) -> f32 {
     s + acc.iter().sum::<f32>()
 }
 
+#[inline(always)]
+fn softmax_rows_body(v: &mut [f32], n: usize) {
+    // Three passes over the (cache-resident) chunk so that the exp runs over whole 16-lane
+    // vectors even when rows are short (SAM's decoder has 7-wide rows: one per token).
+    for row in v.chunks_exact_mut(n) {
+        let m = max_of(row);
+        for x in row.iter_mut() {
+            *x -= m;
+        }
+    }
+    let mut it = v.chunks_exact_mut(LANES);
+    for ch in &mut it {
+        for x in ch.iter_mut() {
+            *x = exp(*x);
+        }
+    }
+    for x in it.into_remainder() {
+        *x = exp(*x);
+    }
+    for row in v.chunks_exact_mut(n) {
+        let inv = 1.0 / row.iter().sum::<f32>();
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
+    }
+}
+
+dispatch!(softmax_rows_chunk, softmax_rows_body, (v: &mut [f32], n: usize));
+
+/// In-place softmax of every length-`n` row of `v` (vectorised exp, parallel over rows).
+pub fn softmax_rows(v: &mut [f32], n: usize) {
+    assert!(
+        n > 0 && v.len().is_multiple_of(n),
+        "softmax_rows: {} not a multiple of {n}",
+        v.len()
+    );
+    let rows_per_task = (1usize << 15).div_ceil(n).max(1);
+    v.par_chunks_mut(rows_per_task * n)
+        .for_each(|c| softmax_rows_chunk(c, n));
+}
+
 /// Add the bias to a score tile, then fold it into the running softmax state and rescale
 /// the output accumulator. Scores become the tile's probabilities (unnormalised).
 #[allow(clippy::too_many_arguments)]
@@ -764,6 +805,26 @@ mod tests {
             err < 2e-5,
             "nb {nb} grid {gh}x{gw} heads {nh}x{hd} mode {mode}: max err {err}"
         );
+    }
+
+    #[test]
+    fn softmax_rows_matches_f64() {
+        // 37-wide rows (not a multiple of the 16 lanes), large and negative scores
+        let n = 37;
+        let mut v: Vec<f32> = (0..n * 300)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.05 - 25.0 + (i / n) as f32)
+            .collect();
+        let orig = v.clone();
+        softmax_rows(&mut v, n);
+        for (row, orow) in v.chunks(n).zip(orig.chunks(n)) {
+            let mx = orow.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+            let e: Vec<f64> = orow.iter().map(|&x| (x as f64 - mx).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for (p, r) in row.iter().zip(&e) {
+                assert!((*p as f64 - r / sum).abs() < 1e-6, "{p} vs {}", r / sum);
+            }
+            assert!((row.iter().map(|&p| p as f64).sum::<f64>() - 1.0).abs() < 1e-5);
+        }
     }
 
     #[test]

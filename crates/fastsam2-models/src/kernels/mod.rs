@@ -59,3 +59,15 @@ pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     simd::gelu_inplace(&mut v);
     from_host(v, dims, &device)
 }
+
+/// Softmax over the last dimension, vectorised on the host fast path (burn's CPU softmax
+/// runs a scalar `exp` per element).
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if !host_fast_path(&device) {
+        return burn::tensor::activation::softmax(x, D - 1);
+    }
+    let (mut v, dims) = to_host(x);
+    attention::softmax_rows(&mut v, dims[D - 1]);
+    from_host(v, dims, &device)
+}
