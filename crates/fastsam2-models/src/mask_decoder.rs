@@ -399,11 +399,22 @@ impl MaskDecoder {
             b2: &b2,
         };
         let (src_h, _) = to_host(src.permute([0, 2, 3, 1]));
+        // High-res features are per image: batch 1 broadcasts over every prompt of the batch
+        // (`feat_s1` added to `dc1(src)` in PyTorch), else one per batch row.
+        let mut hr_batch = b;
         let (s0, s1) = match high_res {
-            Some((f0, f1)) => (
-                Some(to_host(f0.permute([0, 2, 3, 1])).0),
-                Some(to_host(f1.permute([0, 2, 3, 1])).0),
-            ),
+            Some((f0, f1)) => {
+                hr_batch = f0.dims()[0];
+                assert!(
+                    (hr_batch == 1 || hr_batch == b) && f1.dims()[0] == hr_batch,
+                    "high-res features batch {} for {b} prompts",
+                    hr_batch
+                );
+                (
+                    Some(to_host(f0.permute([0, 2, 3, 1])).0),
+                    Some(to_host(f1.permute([0, 2, 3, 1])).0),
+                )
+            }
             None => (None, None),
         };
         let hyper = Tensor::cat(
@@ -418,12 +429,13 @@ impl MaskDecoder {
         let plane = 16 * h * w;
         let mut out = Vec::with_capacity(b * n_tok * plane);
         for i in 0..b {
+            let j = if hr_batch == 1 { 0 } else { i };
             let s1i = s1
                 .as_ref()
-                .map(|v| &v[i * 4 * h * w * c1..(i + 1) * 4 * h * w * c1]);
+                .map(|v| &v[j * 4 * h * w * c1..(j + 1) * 4 * h * w * c1]);
             let s0i = s0
                 .as_ref()
-                .map(|v| &v[i * plane * c2..(i + 1) * plane * c2]);
+                .map(|v| &v[j * plane * c2..(j + 1) * plane * c2]);
             out.extend(upscale_and_masks(
                 &src_h[i * h * w * c..(i + 1) * h * w * c],
                 h,

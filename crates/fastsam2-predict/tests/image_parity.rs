@@ -195,4 +195,23 @@ fn sam21_micro_image_predictor_matches_official() {
         assert!(iou >= 0.99, "{name}: mask IoU {iou}");
     }
     assert_eq!(n, 8);
+
+    // Several prompts decoded as one batch (the high-res features of the one image broadcast
+    // over the prompts) give what each prompt gives alone.
+    let prompts: Vec<Prompt> = cases["cases"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(prompt_of)
+        .collect();
+    for multimask in [false, true] {
+        let batch = pred.predict_batch(&prompts, multimask).unwrap();
+        assert_eq!(batch.len(), prompts.len());
+        for (p, one) in prompts.iter().zip(&batch) {
+            let alone = pred.predict(p, multimask).unwrap();
+            let d = max_abs_diff(&one.low_res_logits, &alone.low_res_logits);
+            let ds = max_abs_diff(&one.scores, &alone.scores);
+            assert!(d <= 1e-4 && ds <= 1e-5, "batched vs alone: {d} {ds}");
+        }
+    }
 }
