@@ -402,7 +402,9 @@ pub fn attention(
         q.len() == b * lq * c && k.len() == b * lk * c && v.len() == b * lk * c,
         "attention: buffer sizes"
     );
-    const QB: usize = 128;
+    // 512-query blocks: each key tile's packing (inside `gemm`) is shared by more rows;
+    // measured 130 ms vs 170 ms with 128 for SAM 2's 4096 x 16384 (hd 256) cross-attention.
+    const QB: usize = 512;
     const TILE: usize = 256;
     let blocks = lq.div_ceil(QB);
     let mut out = vec![0f32; b * lq * c];
@@ -485,7 +487,9 @@ pub fn attention_shared_values(
         q.len() == b * lq * c && k.len() == b * lk * c && v.len() == b * lk * vd,
         "attention_shared_values: buffer sizes"
     );
-    const QB: usize = 128;
+    // 512-query blocks: each key tile's packing (inside `gemm`) is shared by more rows;
+    // measured 130 ms vs 170 ms with 128 for SAM 2's 4096 x 16384 (hd 256) cross-attention.
+    const QB: usize = 512;
     const TILE: usize = 256;
     let blocks = lq.div_ceil(QB);
     let mut out = vec![0f32; b * lq * nh * vd];
@@ -829,7 +833,7 @@ mod tests {
 
     #[test]
     fn plain_attention_matches_reference() {
-        let (b, lq, lk, nh, hd) = (2, 150, 300, 2, 8);
+        let (b, lq, lk, nh, hd) = (2, 1100, 300, 2, 8);
         let c = nh * hd;
         let q = rand(b * lq * c, 1);
         let k = rand(b * lk * c, 2);
