@@ -402,67 +402,14 @@ pub fn attention(
         q.len() == b * lq * c && k.len() == b * lk * c && v.len() == b * lk * c,
         "attention: buffer sizes"
     );
-    // 512-query blocks: each key tile's packing (inside `gemm`) is shared by more rows;
-    // measured 130 ms vs 170 ms with 128 for SAM 2's 4096 x 16384 (hd 256) cross-attention.
-    const QB: usize = 512;
-    const TILE: usize = 256;
-    let blocks = lq.div_ceil(QB);
-    let mut out = vec![0f32; b * lq * c];
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    (0..b * nh * blocks).into_par_iter().for_each(|task| {
-        let (bi, rest) = (task / (nh * blocks), task % (nh * blocks));
-        let (h, blk) = (rest / blocks, rest % blocks);
-        let q0 = blk * QB;
-        let m = QB.min(lq - q0);
-        let mut o = vec![0f32; m * hd];
-        // SAFETY: indices stay inside the asserted buffer sizes.
-        unsafe {
-            let qp = q.as_ptr().add((bi * lq + q0) * c + h * hd);
-            let kp = k.as_ptr().add(bi * lk * c + h * hd);
-            let vp = v.as_ptr().add(bi * lk * c + h * hd);
-            flash_rows(
-                qp,
-                c as isize,
-                kp,
-                c as isize,
-                vp,
-                c as isize,
-                m,
-                lk,
-                hd,
-                hd,
-                scale,
-                TILE,
-                &mut o,
-                |k0, t| TileDims {
-                    m,
-                    t,
-                    hd,
-                    gh: 0,
-                    gw: 1,
-                    ky0: 0,
-                    k0,
-                    q0,
-                    l: lk,
-                    mode: 0,
-                },
-                &[],
-                &[],
-                &[],
-            );
-        }
-        for i in 0..m {
-            // SAFETY: query (q0 + i) of batch bi, head h: disjoint across tasks.
-            let dst = unsafe {
-                std::slice::from_raw_parts_mut(
-                    out_ptr.get().add((bi * lq + q0 + i) * c + h * hd),
-                    hd,
-                )
-            };
-            dst.copy_from_slice(&o[i * hd..(i + 1) * hd]);
-        }
-    });
-    out
+    // per-head values: head h reads columns h*hd.. of rows of width c
+    let values = ValueLayout {
+        batch_stride: lk * c,
+        head_offset: hd,
+        row_stride: c,
+        width: hd,
+    };
+    blocked_attention(q, k, v, b, lq, lk, nh, hd, values, scale)
 }
 
 /// Attention whose values are shared by every head: q / k [b, l, nh * hd], v [b, lk, vd];
@@ -487,10 +434,46 @@ pub fn attention_shared_values(
         q.len() == b * lq * c && k.len() == b * lk * c && v.len() == b * lk * vd,
         "attention_shared_values: buffer sizes"
     );
+    let values = ValueLayout {
+        batch_stride: lk * vd,
+        head_offset: 0,
+        row_stride: vd,
+        width: vd,
+    };
+    blocked_attention(q, k, v, b, lq, lk, nh, hd, values, scale)
+}
+
+/// Where head `h` of batch item `bi` finds its value rows: at
+/// `bi * batch_stride + h * head_offset`, `row_stride` apart, `width` wide.
+#[derive(Clone, Copy)]
+struct ValueLayout {
+    batch_stride: usize,
+    head_offset: usize,
+    row_stride: usize,
+    width: usize,
+}
+
+/// Flash attention over 512-query blocks of every (batch item, head); q / k rows are
+/// [nh * hd] wide. Returns [b, lq, nh, values.width].
+#[allow(clippy::too_many_arguments)]
+fn blocked_attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    b: usize,
+    lq: usize,
+    lk: usize,
+    nh: usize,
+    hd: usize,
+    values: ValueLayout,
+    scale: f32,
+) -> Vec<f32> {
     // 512-query blocks: each key tile's packing (inside `gemm`) is shared by more rows;
     // measured 130 ms vs 170 ms with 128 for SAM 2's 4096 x 16384 (hd 256) cross-attention.
     const QB: usize = 512;
     const TILE: usize = 256;
+    let c = nh * hd;
+    let vd = values.width;
     let blocks = lq.div_ceil(QB);
     let mut out = vec![0f32; b * lq * nh * vd];
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -500,18 +483,20 @@ pub fn attention_shared_values(
         let q0 = blk * QB;
         let m = QB.min(lq - q0);
         let mut o = vec![0f32; m * vd];
-        // SAFETY: indices stay inside the asserted buffer sizes.
+        // SAFETY: indices stay inside the buffer sizes asserted by the callers.
         unsafe {
             let qp = q.as_ptr().add((bi * lq + q0) * c + h * hd);
             let kp = k.as_ptr().add(bi * lk * c + h * hd);
-            let vp = v.as_ptr().add(bi * lk * vd);
+            let vp = v
+                .as_ptr()
+                .add(bi * values.batch_stride + h * values.head_offset);
             flash_rows(
                 qp,
                 c as isize,
                 kp,
                 c as isize,
                 vp,
-                vd as isize,
+                values.row_stride as isize,
                 m,
                 lk,
                 hd,
