@@ -245,6 +245,25 @@ pub fn synthetic_frame(t: usize, size: usize) -> RgbImage {
 }
 
 /// Click positions of the synthetic objects on frame 0 (disk, square, then spread points).
+/// One positive click per object on frame 0 (object ids 1, 2, ...).
+fn click_objects(
+    session: &mut fastsam2_predict::video::Session,
+    clicks: &[(f32, f32)],
+) -> Result<()> {
+    for (i, &(x, y)) in clicks.iter().enumerate() {
+        session.add_prompt(
+            0,
+            i as u32 + 1,
+            &fastsam2_predict::video::VideoPrompt::Points {
+                points: vec![Point::positive(x, y)],
+                bbox: None,
+                clear: true,
+            },
+        )?;
+    }
+    Ok(())
+}
+
 fn object_clicks(n: usize, size: usize) -> Vec<(f32, f32)> {
     let s = size as f32 / 1024.0;
     let mut v = vec![(330.0 * s, 400.0 * s), (720.0 * s, 650.0 * s)];
@@ -259,7 +278,7 @@ fn object_clicks(n: usize, size: usize) -> Vec<(f32, f32)> {
 }
 
 fn run_video(args: VideoBenchArgs) -> Result<()> {
-    use fastsam2_predict::video::{SessionOptions, VideoPredictor, VideoPrompt};
+    use fastsam2_predict::video::{SessionOptions, VideoPredictor};
     let device = device(&args.model.device)?;
     let model = args.model.load(&device)?;
     let name = model.name.clone();
@@ -289,17 +308,7 @@ fn run_video(args: VideoBenchArgs) -> Result<()> {
             let (h, w) = session.video_hw().expect("folder");
             let clicks = object_clicks(n_obj, w.max(h));
             let t1 = Instant::now();
-            for (i, (x, y)) in clicks.iter().enumerate() {
-                session.add_prompt(
-                    0,
-                    i as u32 + 1,
-                    &VideoPrompt::Points {
-                        points: vec![Point::positive(*x, *y)],
-                        bbox: None,
-                        clear: true,
-                    },
-                )?;
-            }
+            click_objects(&mut session, &clicks)?;
             let t2 = Instant::now();
             let mut per_frame = Vec::new();
             let mut tf = Instant::now();
@@ -348,7 +357,7 @@ fn run_video(args: VideoBenchArgs) -> Result<()> {
 }
 
 fn run_stream(args: StreamBenchArgs) -> Result<()> {
-    use fastsam2_predict::video::{SessionOptions, VideoPredictor, VideoPrompt};
+    use fastsam2_predict::video::{SessionOptions, VideoPredictor};
     let device = device(&args.model.device)?;
     let model = args.model.load(&device)?;
     let name = model.name.clone();
@@ -363,17 +372,7 @@ fn run_stream(args: StreamBenchArgs) -> Result<()> {
         let tf = Instant::now();
         session.push_frame(&img)?;
         if t == 0 {
-            for (i, (x, y)) in clicks.iter().enumerate() {
-                session.add_prompt(
-                    0,
-                    i as u32 + 1,
-                    &VideoPrompt::Points {
-                        points: vec![Point::positive(*x, *y)],
-                        bbox: None,
-                        clear: true,
-                    },
-                )?;
-            }
+            click_objects(&mut session, &clicks)?;
         }
         let m = session.track()?;
         frame_ms.push(tf.elapsed().as_secs_f64() * 1000.0);
