@@ -151,14 +151,7 @@ fn rope_table(hd: usize, side: usize, theta: f32) -> std::sync::Arc<Vec<(f32, f3
 
 /// Rotate channel pairs of tokens `0..n_rot` of a [L, nh * hd] buffer in place with the table
 /// (token j uses row j % table_len).
-fn rotate_in_place(
-    x: &mut [f32],
-    n_tokens: usize,
-    n_rot: usize,
-    nh: usize,
-    hd: usize,
-    table: &[(f32, f32)],
-) {
+fn rotate_in_place(x: &mut [f32], n_rot: usize, nh: usize, hd: usize, table: &[(f32, f32)]) {
     use rayon::prelude::*;
     let c = nh * hd;
     let per = hd / 2;
@@ -177,11 +170,10 @@ fn rotate_in_place(
                 }
             }
         });
-    let _ = n_tokens;
 }
 
 impl RoPEAttention {
-    /// Same as `forward`, on host buffers with the fused attention kernel.
+    /// Same as `forward`, on host buffers with the fused attention kernels.
     pub fn forward_fused(
         &self,
         q: Tensor<3>,
@@ -189,57 +181,131 @@ impl RoPEAttention {
         v: Tensor<3>,
         num_k_exclude_rope: usize,
     ) -> Tensor<3> {
+        use crate::kernels::attention::{attention, attention_shared_values};
         use crate::kernels::{from_host, to_host};
         let device = q.device();
-        let (mut qh, [b, lq, c]) = to_host(self.q_proj.forward(q));
-        let (mut kh, [_, lk, _]) = to_host(self.k_proj.forward(k));
+        let [b, lk, _] = k.dims();
+        let (mut qh, [bq, lq, c]) = to_host(self.q_proj.forward(q));
         let nh = self.num_heads;
         let hd = c / nh;
         let side = (lq as f64).sqrt() as usize;
         let table = rope_table(hd, side, self.rope_theta);
-        for bi in 0..b {
-            rotate_in_place(
-                &mut qh[bi * lq * c..(bi + 1) * lq * c],
-                lq,
-                lq,
-                nh,
-                hd,
-                &table,
-            );
-            rotate_in_place(
-                &mut kh[bi * lk * c..(bi + 1) * lk * c],
-                lk,
-                lk - num_k_exclude_rope,
-                nh,
-                hd,
-                &table,
-            );
+        for bi in 0..bq {
+            rotate_in_place(&mut qh[bi * lq * c..(bi + 1) * lq * c], lq, nh, hd, &table);
         }
         let scale = (hd as f32).powf(-0.5);
         let vd = v.dims()[2];
+        let n_rot = lk - num_k_exclude_rope;
+        if let Some(px) =
+            self.try_folded(&qh, [bq, lq, hd], &k, &v, num_k_exclude_rope, &table, scale)
+        {
+            return self.project_values(px, b, lq, vd, &device);
+        }
+        if bq < b {
+            qh = qh.repeat(b / bq);
+        }
+        let (mut kh, _) = to_host(self.k_proj.forward(k));
+        for bi in 0..b {
+            rotate_in_place(
+                &mut kh[bi * lk * c..bi * lk * c + n_rot * c],
+                n_rot,
+                nh,
+                hd,
+                &table,
+            );
+        }
         if vd < hd {
             // softmax rows sum to one: P (X Wv + bv) = (P X) Wv + bv, with P X over vd channels
             let (xh, _) = to_host(v);
-            let px = crate::kernels::attention::attention_shared_values(
-                &qh, &kh, &xh, b, lq, lk, nh, hd, vd, scale,
-            );
-            let px = from_host(px, [b, lq, nh, vd], &device);
-            let w = self.v_proj.weight.val(); // [vd, nh * hd]
-            let heads: Vec<Tensor<3>> = (0..nh)
-                .map(|h| {
-                    let ph = px.clone().narrow(2, h, 1).reshape([b, lq, vd]);
-                    ph.matmul(w.clone().narrow(1, h * hd, hd).unsqueeze::<3>())
-                })
-                .collect();
-            let mut out = Tensor::cat(heads, 2);
-            if let Some(bias) = &self.v_proj.bias {
-                out = out + bias.val().unsqueeze::<3>();
-            }
-            return self.out_proj.forward(out);
+            let px = attention_shared_values(&qh, &kh, &xh, b, lq, lk, nh, hd, vd, scale);
+            return self.project_values(px, b, lq, vd, &device);
         }
         let (vh, _) = to_host(self.v_proj.forward(v));
-        let out = crate::kernels::attention::attention(&qh, &kh, &vh, b, lq, lk, nh, hd, scale);
+        let out = attention(&qh, &kh, &vh, b, lq, lk, nh, hd, scale);
         self.out_proj.forward(from_host(out, [b, lq, c], &device))
+    }
+
+    /// One head over narrower memories on a square grid whose rotated keys are whole grids
+    /// (memory frames): the attention with the key projection folded into the queries
+    /// (`kernels/rope_cross.rs`), when that needs fewer operations. Returns the attention
+    /// over the value inputs, [b, lq, kv].
+    #[allow(clippy::too_many_arguments)]
+    fn try_folded(
+        &self,
+        qh: &[f32],
+        [bq, lq, hd]: [usize; 3],
+        k: &Tensor<3>,
+        v: &Tensor<3>,
+        n_ptr: usize,
+        table: &[(f32, f32)],
+        scale: f32,
+    ) -> Option<Vec<f32>> {
+        use crate::kernels::rope_cross::{
+            RopeKeys, fast_kernels, rope_cross_attention, worth_folding,
+        };
+        use crate::kernels::to_host;
+        let [b, lk, kv] = k.dims();
+        let side = (lq as f64).sqrt() as usize;
+        let n_rot = lk - n_ptr;
+        let frames = n_rot / lq.max(1);
+        let fold = self.num_heads == 1
+            && v.dims()[2] == kv
+            && kv < hd
+            && hd % 4 == 0
+            && side * side == lq
+            && frames > 0
+            && frames * lq == n_rot
+            && fast_kernels()
+            && worth_folding(side, hd, kv, frames, b, bq == 1 && b > 1);
+        if !fold {
+            return None;
+        }
+        let kptr = if n_ptr > 0 {
+            to_host(self.k_proj.forward(k.clone().narrow(1, n_rot, n_ptr))).0
+        } else {
+            Vec::new()
+        };
+        let (kin, _) = to_host(k.clone());
+        let (vin, _) = to_host(v.clone());
+        let (wk, _) = to_host(self.k_proj.weight.val());
+        let bk = self.k_proj.bias.as_ref().map(|p| to_host(p.val()).0);
+        let keys = RopeKeys {
+            side,
+            hd,
+            kv,
+            wk: &wk,
+            bk: bk.as_deref(),
+            table,
+        };
+        Some(rope_cross_attention(
+            &keys, qh, bq, &kin, &vin, &kptr, b, frames, n_ptr, scale,
+        ))
+    }
+
+    /// `out_proj(P X Wv + bv)` from the attention over the value inputs `px` [b, lq, nh, vd].
+    fn project_values(
+        &self,
+        px: Vec<f32>,
+        b: usize,
+        lq: usize,
+        vd: usize,
+        device: &Device,
+    ) -> Tensor<3> {
+        let nh = self.num_heads;
+        let px = crate::kernels::from_host(px, [b, lq, nh, vd], device);
+        let w = self.v_proj.weight.val(); // [vd, nh * hd]
+        let hd = w.dims()[1] / nh;
+        let heads: Vec<Tensor<3>> = (0..nh)
+            .map(|h| {
+                let ph = px.clone().narrow(2, h, 1).reshape([b, lq, vd]);
+                ph.matmul(w.clone().narrow(1, h * hd, hd).unsqueeze::<3>())
+            })
+            .collect();
+        let mut out = Tensor::cat(heads, 2);
+        if let Some(bias) = &self.v_proj.bias {
+            out = out + bias.val().unsqueeze::<3>();
+        }
+        self.out_proj.forward(out)
     }
 
     fn heads(&self, x: Tensor<3>) -> Tensor<4> {
@@ -248,8 +314,8 @@ impl RoPEAttention {
             .swap_dims(1, 2)
     }
 
-    /// q: [B, Lq, C] (a square grid), k/v: [B, Lk, kv]; the last `num_k_exclude_rope` keys are
-    /// not rotated.
+    /// q: [B, Lq, C] (a square grid) or [1, Lq, C] (shared by every batch item), k/v:
+    /// [B, Lk, kv]; the last `num_k_exclude_rope` keys are not rotated.
     pub fn forward(
         &self,
         q: Tensor<3>,
@@ -271,6 +337,13 @@ impl RoPEAttention {
         v: Tensor<3>,
         num_k_exclude_rope: usize,
     ) -> Tensor<3> {
+        let [bq, lq, c] = q.dims();
+        let b = k.dims()[0];
+        let q = if bq == 1 && b > 1 {
+            q.expand([b, lq, c])
+        } else {
+            q
+        };
         let q = self.heads(self.q_proj.forward(q));
         let k = self.heads(self.k_proj.forward(k));
         let v = self.heads(self.v_proj.forward(v));
@@ -323,7 +396,8 @@ impl MemoryAttentionLayer {
     }
 
     /// Cross-attention to the memories (keys get the memory pos enc, queries do not), then
-    /// the MLP.
+    /// the MLP. `tgt` may have one row for a batch of memories (the same frame for every
+    /// object): the queries are then projected once and shared.
     pub fn forward_cross_mlp(
         &self,
         tgt: Tensor<3>,
@@ -332,12 +406,48 @@ impl MemoryAttentionLayer {
         num_k_exclude_rope: usize,
     ) -> Tensor<3> {
         let t2 = self.norm2.forward(tgt.clone());
-        let tgt = tgt
-            + self
-                .cross_attn_image
+        let attn =
+            self.cross_attn_image
                 .forward(t2, memory.clone() + pos, memory, num_k_exclude_rope);
+        // a [1, L, C] target shared by every object: its queries were computed once
+        let [b, l, c] = attn.dims();
+        let tgt = if tgt.dims()[0] != b {
+            tgt.expand([b, l, c])
+        } else {
+            tgt
+        };
+        let tgt = tgt + attn;
         let t2 = self.norm3.forward(tgt.clone());
-        tgt + self.linear2.forward(relu(self.linear1.forward(t2)))
+        tgt + self.mlp(t2)
+    }
+
+    /// `linear2(relu(linear1(x)))`, on host buffers on the flex device.
+    pub fn mlp(&self, x: Tensor<3>) -> Tensor<3> {
+        use crate::kernels::mlp::{Act, mlp};
+        use crate::kernels::{from_host, host_fast_path, to_host};
+        let device = x.device();
+        if !host_fast_path(&device) {
+            return self.linear2.forward(relu(self.linear1.forward(x)));
+        }
+        let [b, l, din] = x.dims();
+        let (xh, _) = to_host(x);
+        let (w1, [_, hid]) = to_host(self.linear1.weight.val());
+        let (w2, [_, dout]) = to_host(self.linear2.weight.val());
+        let b1 = self.linear1.bias.as_ref().map(|p| to_host(p.val()).0);
+        let b2 = self.linear2.bias.as_ref().map(|p| to_host(p.val()).0);
+        let out = mlp(
+            &xh,
+            b * l,
+            din,
+            &w1,
+            b1.as_deref(),
+            hid,
+            &w2,
+            b2.as_deref(),
+            dout,
+            Act::Relu,
+        );
+        from_host(out, [b, l, dout], &device)
     }
 }
 
@@ -381,19 +491,19 @@ impl MemoryAttention {
         memory_pos: Tensor<3>,
         num_obj_ptr_tokens: usize,
     ) -> Tensor<3> {
-        let b = memory.dims()[0];
-        let [fb, l, c] = first.dims();
-        let mut out = if fb == 1 && b > 1 {
-            first.expand([b, l, c])
-        } else {
-            first
-        };
+        // layer 0's cross-attention takes `first` as it is: one row shared by every object
+        let mut out = first;
         for (i, layer) in self.layers.iter().enumerate() {
             out = if i == 0 {
                 layer.forward_cross_mlp(out, memory.clone(), memory_pos.clone(), num_obj_ptr_tokens)
             } else {
                 layer.forward(out, memory.clone(), memory_pos.clone(), num_obj_ptr_tokens)
             };
+        }
+        let b = memory.dims()[0];
+        let [fb, l, c] = out.dims();
+        if fb != b {
+            out = out.expand([b, l, c]);
         }
         self.norm.forward(out)
     }
@@ -453,5 +563,37 @@ mod tests {
         let b = ca1.forward_fused(q, k, v, 4);
         let d: f32 = (a - b).abs().max().into_scalar();
         assert!(d < 1e-5, "shared values: {d}");
+    }
+
+    #[test]
+    fn folded_rope_cross_attention_equals_generic() {
+        // one head of 64 channels over 8-wide memories, six 8x8 memory frames + 4 pointer
+        // tokens: the shape where `forward_fused` folds the key projection into the queries
+        let device = Device::flex();
+        let cfg = MemoryAttentionConfig {
+            d_model: 64,
+            num_layers: 1,
+            dim_feedforward: 16,
+            kv_in_dim: 8,
+            num_heads: 1,
+            rope_theta: 10000.0,
+            feat_sizes: [8, 8],
+        };
+        assert!(crate::kernels::rope_cross::worth_folding(
+            8, 64, 8, 6, 2, false
+        ));
+        let m = cfg.init(&device);
+        let ca = m.layers[0].cross_attn_image.clone();
+        let k = Tensor::<3>::random([2, 6 * 64 + 4, 8], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<3>::random([2, 6 * 64 + 4, 8], Distribution::Normal(0.0, 1.0), &device);
+        // per-object queries, then one query grid shared by both objects
+        for bq in [2, 1] {
+            let q = Tensor::<3>::random([bq, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+            let a = ca.forward_generic(q.clone(), k.clone(), v.clone(), 4);
+            let b = ca.forward_fused(q, k.clone(), v.clone(), 4);
+            assert_eq!(a.dims(), [2, 64, 64]);
+            let d: f32 = (a - b).abs().max().into_scalar();
+            assert!(d < 1e-5, "queries batch {bq}: {d}");
+        }
     }
 }

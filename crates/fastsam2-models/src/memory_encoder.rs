@@ -113,10 +113,52 @@ pub struct CxBlock {
 impl CxBlock {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let x = self.norm.forward(self.dwconv.forward(input.clone()));
+        if crate::kernels::host_fast_path(&input.device()) {
+            return self.forward_pointwise_host(input, x);
+        }
         let x = x.permute([0, 2, 3, 1]);
         let x = self.pwconv2.forward(gelu(self.pwconv1.forward(x)));
         let x = x * self.gamma.val().unsqueeze::<4>();
         input + x.permute([0, 3, 1, 2])
+    }
+}
+
+impl CxBlock {
+    /// The pointwise half on host buffers: `input + gamma * pwconv2(gelu(pwconv1(x)))` with
+    /// the channel-last rows transposed on the host.
+    fn forward_pointwise_host(&self, input: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
+        use crate::kernels::mlp::{Act, mlp_channels_first};
+        use crate::kernels::{from_host, to_host};
+        let device = input.device();
+        let [b, c, h, w] = x.dims();
+        let hw = h * w;
+        let (xh, _) = to_host(x);
+        let (w1, [_, hid]) = to_host(self.pwconv1.weight.val());
+        let (w2, _) = to_host(self.pwconv2.weight.val());
+        let b1 = self.pwconv1.bias.as_ref().map(|p| to_host(p.val()).0);
+        let b2 = self.pwconv2.bias.as_ref().map(|p| to_host(p.val()).0);
+        let y = mlp_channels_first(
+            &xh,
+            b,
+            hw,
+            c,
+            &w1,
+            b1.as_deref(),
+            hid,
+            &w2,
+            b2.as_deref(),
+            c,
+            Act::Gelu,
+        );
+        let (gamma, _) = to_host(self.gamma.val());
+        let (mut out, _) = to_host(input);
+        for (i, (dst, src)) in out.chunks_exact_mut(hw).zip(y.chunks_exact(hw)).enumerate() {
+            let g = gamma[i % c];
+            for (v, yv) in dst.iter_mut().zip(src) {
+                *v += yv * g;
+            }
+        }
+        from_host(out, [b, c, h, w], &device)
     }
 }
 

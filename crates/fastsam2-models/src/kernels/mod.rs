@@ -10,6 +10,8 @@
 
 pub mod attention;
 mod fused;
+pub mod mlp;
+pub mod rope_cross;
 pub mod simd;
 pub mod upscale;
 
