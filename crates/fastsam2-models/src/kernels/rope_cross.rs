@@ -566,57 +566,6 @@ mod avx512 {
         }
     }
 
-    /// `scores_at` for two neighbouring positions `x`, `x + 1` of the row (their G_x rows
-    /// `gs` apart, their memory tokens `kv` apart, their score rows `QB` apart): the row's
-    /// G_y is loaded once for both.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    unsafe fn scores_at2<const MC: usize>(
-        gx: *const f32,
-        gs: usize,
-        gy: *const f32,
-        u: *const f32,
-        u_frame_stride: usize,
-        kv: usize,
-        st: *mut f32,
-        st_frame_stride: usize,
-    ) {
-        // SAFETY (whole body): as `scores_at`, for both positions.
-        unsafe {
-            let mut a = [[_mm512_setzero_ps(); MC]; 4];
-            let gx1 = gx.add(gs);
-            for d in 0..kv {
-                let y0 = _mm512_loadu_ps(gy.add(d * GT));
-                let y1 = _mm512_loadu_ps(gy.add(d * GT + 16));
-                let g00 = _mm512_add_ps(_mm512_loadu_ps(gx.add(d * GT)), y0);
-                let g01 = _mm512_add_ps(_mm512_loadu_ps(gx.add(d * GT + 16)), y1);
-                let g10 = _mm512_add_ps(_mm512_loadu_ps(gx1.add(d * GT)), y0);
-                let g11 = _mm512_add_ps(_mm512_loadu_ps(gx1.add(d * GT + 16)), y1);
-                for t in 0..MC {
-                    let w0 = _mm512_set1_ps(*u.add(t * u_frame_stride + d));
-                    let w1 = _mm512_set1_ps(*u.add(t * u_frame_stride + kv + d));
-                    a[0][t] = _mm512_fmadd_ps(g00, w0, a[0][t]);
-                    a[1][t] = _mm512_fmadd_ps(g01, w0, a[1][t]);
-                    a[2][t] = _mm512_fmadd_ps(g10, w1, a[2][t]);
-                    a[3][t] = _mm512_fmadd_ps(g11, w1, a[3][t]);
-                }
-            }
-            let y0 = _mm512_loadu_ps(gy.add(kv * GT));
-            let y1 = _mm512_loadu_ps(gy.add(kv * GT + 16));
-            let b00 = _mm512_add_ps(_mm512_loadu_ps(gx.add(kv * GT)), y0);
-            let b01 = _mm512_add_ps(_mm512_loadu_ps(gx.add(kv * GT + 16)), y1);
-            let b10 = _mm512_add_ps(_mm512_loadu_ps(gx1.add(kv * GT)), y0);
-            let b11 = _mm512_add_ps(_mm512_loadu_ps(gx1.add(kv * GT + 16)), y1);
-            for t in 0..MC {
-                let dst = st.add(t * st_frame_stride);
-                _mm512_storeu_ps(dst, _mm512_add_ps(a[0][t], b00));
-                _mm512_storeu_ps(dst.add(16), _mm512_add_ps(a[1][t], b01));
-                _mm512_storeu_ps(dst.add(QB), _mm512_add_ps(a[2][t], b10));
-                _mm512_storeu_ps(dst.add(QB + 16), _mm512_add_ps(a[3][t], b11));
-            }
-        }
-    }
-
     /// `o[e][..QB] += sum_k p[k][..QB] v[k][e0 + e]` for `EC` channels.
     #[inline(always)]
     unsafe fn av_cols<const EC: usize>(
@@ -696,37 +645,31 @@ mod avx512 {
                 && st.len() >= frames * stride_st
                 && y < s
         );
-        // frames in balanced chunks of at most 4 (two positions x 4 frames x 2 registers of
-        // accumulators, plus the G sums, fit the 32 vector registers)
-        let chunks = frames.div_ceil(4);
-        let mut x = 0;
-        while x < s {
-            let pair = x + 1 < s;
+        // frames in chunks of at most 8 (8 frames x 2 registers of accumulators): the G sum
+        // of a position is formed once per chunk
+        for x in 0..s {
             let gxx = gx[x * (kv + 1) * GT..].as_ptr();
             let mut t0 = 0;
-            for c in 0..chunks {
-                let mc = (frames - t0).div_ceil(chunks - c);
-                // SAFETY: frames t0..t0 + mc, positions (y, x) and (y, x + 1) when `pair`:
-                // inside u and st (asserted above).
+            while t0 < frames {
+                let mc = (frames - t0).min(8);
+                // SAFETY: frames t0..t0 + mc, position (y, x): inside u and st (asserted).
                 unsafe {
                     let ur = u.as_ptr().add(t0 * stride_u + (y * s + x) * kv);
                     let sr = st.as_mut_ptr().add((t0 * s + x) * QB);
                     let g = gy.as_ptr();
-                    let gs = (kv + 1) * GT;
-                    match (pair, mc) {
-                        (true, 4) => scores_at2::<4>(gxx, gs, g, ur, stride_u, kv, sr, stride_st),
-                        (true, 3) => scores_at2::<3>(gxx, gs, g, ur, stride_u, kv, sr, stride_st),
-                        (true, 2) => scores_at2::<2>(gxx, gs, g, ur, stride_u, kv, sr, stride_st),
-                        (true, _) => scores_at2::<1>(gxx, gs, g, ur, stride_u, kv, sr, stride_st),
-                        (false, 4) => scores_at::<4>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        (false, 3) => scores_at::<3>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        (false, 2) => scores_at::<2>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        (false, _) => scores_at::<1>(gxx, g, ur, stride_u, kv, sr, stride_st),
+                    match mc {
+                        8 => scores_at::<8>(gxx, g, ur, stride_u, kv, sr, stride_st),
+                        7 => scores_at::<7>(gxx, g, ur, stride_u, kv, sr, stride_st),
+                        6 => scores_at::<6>(gxx, g, ur, stride_u, kv, sr, stride_st),
+                        5 => scores_at::<5>(gxx, g, ur, stride_u, kv, sr, stride_st),
+                        4 => scores_at::<4>(gxx, g, ur, stride_u, kv, sr, stride_st),
+                        3 => scores_at::<3>(gxx, g, ur, stride_u, kv, sr, stride_st),
+                        2 => scores_at::<2>(gxx, g, ur, stride_u, kv, sr, stride_st),
+                        _ => scores_at::<1>(gxx, g, ur, stride_u, kv, sr, stride_st),
                     }
                 }
                 t0 += mc;
             }
-            x += if pair { 2 } else { 1 };
         }
         softmax_fold(st, frames * s, state, o);
         for t in 0..frames {
