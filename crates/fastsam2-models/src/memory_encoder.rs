@@ -111,8 +111,15 @@ impl MaskDownSampler {
     /// large maps: ~60 ms of the ~1 GFLOP per object and frame). `None` for convolutions other
     /// than ungrouped, undilated, explicitly padded ones.
     fn forward_host(&self, x: Tensor<4>) -> Option<Tensor<4>> {
-        use crate::kernels::{from_host, simd::gelu_inplace, to_host};
         let device = x.device();
+        let (cur, [b, h, w, c]) = self.forward_host_nhwc(x)?;
+        let out = nhwc_to_nchw(&cur, b, c, h * w);
+        Some(crate::kernels::from_host(out, [b, c, h, w], &device))
+    }
+
+    /// [`Self::forward_host`] without the final transpose: ([b, h, w, c] buffer, dims).
+    fn forward_host_nhwc(&self, x: Tensor<4>) -> Option<(Vec<f32>, [usize; 4])> {
+        use crate::kernels::{simd::gelu_inplace, to_host};
         let [b, c0, h0, w0] = x.dims();
         let (xh, _) = to_host(x);
         let mut cur = nchw_to_nhwc(&xh, b, c0, h0 * w0);
@@ -131,8 +138,7 @@ impl MaskDownSampler {
                 DownLayer::Act(_) => gelu_inplace(&mut cur),
             }
         }
-        let out = nhwc_to_nchw(&cur, b, c, h * w);
-        Some(from_host(out, [b, c, h, w], &device))
+        Some((cur, [b, h, w, c]))
     }
 }
 
@@ -227,10 +233,52 @@ fn conv_nhwc(
     }
     let bias = conv.bias.as_ref().map(|p| to_host(p.val()).0);
     let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pl + pb + pr == 0;
+    // few taps x channels (the first, 1-channel layer): a GEMM with k = 9, n = 4 is mostly
+    // overhead; gather each row's taps and multiply in place
+    let small = !direct && k * co <= 256;
     let rows = b * ho * wo;
     let mut out = vec![0f32; rows * co];
     let out_ptr = SendPtr(out.as_mut_ptr());
     const RB: usize = 256;
+    let gather = |r: usize, dst: &mut [f32]| {
+        let (bi, oy, ox) = (r / (ho * wo), (r / wo) % ho, r % wo);
+        for ky in 0..kh {
+            let iy = (oy * sh + ky) as isize - pt as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            for kx in 0..kw {
+                let ix = (ox * sw + kx) as isize - pl as isize;
+                if ix < 0 || ix >= w as isize {
+                    continue;
+                }
+                let src = ((bi * h + iy as usize) * w + ix as usize) * ci;
+                dst[(ky * kw + kx) * ci..(ky * kw + kx + 1) * ci]
+                    .copy_from_slice(&x[src..src + ci]);
+            }
+        }
+    };
+    if small {
+        out.par_chunks_mut(co * 1024)
+            .enumerate()
+            .for_each(|(blk, chunk)| {
+                let mut col = vec![0f32; k];
+                for (i, row) in chunk.chunks_exact_mut(co).enumerate() {
+                    col.fill(0.0);
+                    gather(blk * 1024 + i, &mut col);
+                    match &bias {
+                        Some(bs) => row.copy_from_slice(bs),
+                        None => row.fill(0.0),
+                    }
+                    for (j, cv) in col.iter().enumerate() {
+                        for (o, v) in row.iter_mut().enumerate() {
+                            *v += cv * rhs[j * co + o];
+                        }
+                    }
+                }
+            });
+        return Some((out, ho, wo, co));
+    }
     (0..rows.div_ceil(RB)).into_par_iter().for_each(|blk| {
         let r0 = blk * RB;
         let m = RB.min(rows - r0);
@@ -239,23 +287,7 @@ fn conv_nhwc(
         } else {
             let mut col = vec![0f32; m * k];
             for (i, dst) in col.chunks_exact_mut(k).enumerate() {
-                let r = r0 + i;
-                let (bi, oy, ox) = (r / (ho * wo), (r / wo) % ho, r % wo);
-                for ky in 0..kh {
-                    let iy = (oy * sh + ky) as isize - pt as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..kw {
-                        let ix = (ox * sw + kx) as isize - pl as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let src = ((bi * h + iy as usize) * w + ix as usize) * ci;
-                        dst[(ky * kw + kx) * ci..(ky * kw + kx + 1) * ci]
-                            .copy_from_slice(&x[src..src + ci]);
-                    }
-                }
+                gather(r0 + i, dst);
             }
             std::borrow::Cow::Owned(col)
         };
@@ -364,11 +396,25 @@ pub struct MemoryEncoder {
 }
 
 impl MemoryEncoder {
-    /// pix_feat: [B, C, 64, 64]; masks: [B, 1, 1024, 1024] (already mapped through the
+    /// pix_feat: [B, C, 64, 64] or [1, C, 64, 64] (shared); masks: [B, 1, 1024, 1024] (already mapped through the
     /// sigmoid and scale/bias). Returns (features [B, out, 64, 64], pos [B, out, 64, 64]).
     pub fn forward(&self, pix_feat: Tensor<4>, masks: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        if crate::kernels::host_fast_path(&masks.device())
+            && let Some(x) = self.forward_host(pix_feat.clone(), masks.clone())
+        {
+            let [b, c, h, w] = x.dims();
+            let pos = sine_2d_tensor(self.out_dim, h, w, &x.device()).expand([b, c, h, w]);
+            return (x, pos);
+        }
         let m = self.mask_downsampler.forward(masks);
-        let mut x = self.pix_feat_proj.forward(pix_feat) + m;
+        let p = self.pix_feat_proj.forward(pix_feat);
+        // one feature row may serve every mask (the same frame)
+        let p = if p.dims()[0] != m.dims()[0] {
+            p.expand(m.dims())
+        } else {
+            p
+        };
+        let mut x = p + m;
         for l in &self.fuser.layers {
             x = l.forward(x);
         }
@@ -445,4 +491,279 @@ mod tests {
         let d: f32 = (host - y).abs().max().into_scalar();
         assert!(d < 1e-4, "max diff {d}");
     }
+
+    #[test]
+    fn host_memory_encoder_equals_burn_ops() {
+        let device = Device::flex();
+        let mut m = MemoryEncoderConfig {
+            out_dim: 8,
+            in_dim: 16,
+            fuser_layers: 2,
+        }
+        .init(&device);
+        let rnd = |d: [usize; 4], s: f64| {
+            Param::from_tensor(Tensor::<4>::random(
+                d,
+                Distribution::Normal(0.0, s),
+                &device,
+            ))
+        };
+        let rnd1 = |n: usize, mean: f64| {
+            Param::from_tensor(Tensor::<1>::random(
+                [n],
+                Distribution::Normal(mean, 0.3),
+                &device,
+            ))
+        };
+        m.pix_feat_proj.weight = rnd(m.pix_feat_proj.weight.val().dims(), 0.3);
+        m.pix_feat_proj.bias = Some(rnd1(16, 0.0));
+        for l in &mut m.fuser.layers {
+            l.dwconv.weight = rnd(l.dwconv.weight.val().dims(), 0.3);
+            l.dwconv.bias = Some(rnd1(16, 0.0));
+            l.norm.weight = rnd1(16, 1.0);
+            l.norm.bias = rnd1(16, 0.0);
+            l.gamma = rnd1(16, 0.5);
+        }
+        let op = m.out_proj.as_mut().expect("16 -> 8");
+        op.weight = rnd(op.weight.val().dims(), 0.3);
+        // masks of 3 objects on one frame's features (shared row), 64 x 96 -> 4 x 6 grid
+        let feat = Tensor::<4>::random([1, 16, 4, 6], Distribution::Normal(0.0, 1.0), &device);
+        let masks = Tensor::<4>::random([3, 1, 64, 96], Distribution::Normal(0.0, 2.0), &device);
+        let host = m
+            .forward_host(feat.clone(), masks.clone())
+            .expect("SAM 2 layout");
+        let md = m.mask_downsampler.forward(masks);
+        let mut y = m.pix_feat_proj.forward(feat.expand([3, 16, 4, 6])) + md;
+        for l in &m.fuser.layers {
+            let x = l
+                .norm
+                .forward(l.dwconv.forward(y.clone()))
+                .permute([0, 2, 3, 1]);
+            let x = l
+                .pwconv2
+                .forward(burn::tensor::activation::gelu(l.pwconv1.forward(x)));
+            let x = x * l.gamma.val().unsqueeze::<4>();
+            y = y + x.permute([0, 3, 1, 2]);
+        }
+        let y = m.out_proj.as_ref().unwrap().forward(y);
+        assert_eq!(host.dims(), y.dims());
+        let d: f32 = (host - y).abs().max().into_scalar();
+        assert!(d < 1e-4, "max diff {d}");
+    }
 }
+
+impl MemoryEncoder {
+    /// [`Self::forward`]'s features on channels-last host buffers (one GEMM per 1x1
+    /// convolution, a vectorised depthwise convolution, the ConvNeXt MLPs with `kernels::mlp`);
+    /// `pix_feat` may have one row for every mask (the same frame). `None` for layer shapes
+    /// other than SAM 2's (then the burn ops run).
+    fn forward_host(&self, pix_feat: Tensor<4>, masks: Tensor<4>) -> Option<Tensor<4>> {
+        use crate::kernels::attention::gemm_f32;
+        use crate::kernels::mlp::{Act, mlp};
+        use crate::kernels::{from_host, to_host};
+        let device = masks.device();
+        let [bp, cin, hp, wp] = pix_feat.dims();
+        let b = masks.dims()[0];
+        let pointwise = |c: &Conv2d| {
+            c.kernel_size == [1, 1]
+                && c.stride == [1, 1]
+                && c.groups == 1
+                && matches!(
+                    c.padding,
+                    PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+                )
+        };
+        let dw_ok = self.fuser.layers.iter().all(|l| {
+            let [kh, kw] = l.dwconv.kernel_size;
+            l.dwconv.groups == cin
+                && kh == kw
+                && kh % 2 == 1
+                && l.dwconv.stride == [1, 1]
+                && l.dwconv.dilation == [1, 1]
+                && l.dwconv.padding == PaddingConfig2d::Explicit(kh / 2, kh / 2, kh / 2, kh / 2)
+        });
+        if !(bp == 1 || bp == b)
+            || !pointwise(&self.pix_feat_proj)
+            || !self.out_proj.as_ref().is_none_or(pointwise)
+            || !dw_ok
+        {
+            return None;
+        }
+        let (mut x, [_, h, w, c]) = self.mask_downsampler.forward_host_nhwc(masks)?;
+        if (h, w, c) != (hp, wp, self.pix_feat_proj.weight.dims()[0]) {
+            return None;
+        }
+        let hw = h * w;
+        // x += pix_feat_proj(pix_feat): rows read from the channels-first features
+        let (pix, _) = to_host(pix_feat);
+        let (wp_, _) = to_host(self.pix_feat_proj.weight.val()); // [c, cin, 1, 1]
+        let mut proj = vec![0f32; bp * hw * c];
+        if let Some(bias) = &self.pix_feat_proj.bias {
+            let (bs, _) = to_host(bias.val());
+            for row in proj.chunks_exact_mut(c) {
+                row.copy_from_slice(&bs);
+            }
+        }
+        for bi in 0..bp {
+            // SAFETY: [hw, cin] rows of item bi (strided), weight [c, cin], proj [hw, c].
+            unsafe {
+                gemm_f32(
+                    hw,
+                    c,
+                    cin,
+                    proj[bi * hw * c..].as_mut_ptr(),
+                    c,
+                    self.pix_feat_proj.bias.is_some(),
+                    pix[bi * cin * hw..].as_ptr(),
+                    1,
+                    hw as isize,
+                    wp_.as_ptr(),
+                    1,
+                    cin as isize,
+                    1.0,
+                )
+            };
+        }
+        for (bi, xb) in x.chunks_exact_mut(hw * c).enumerate() {
+            let pb = &proj[(bi % bp) * hw * c..(bi % bp + 1) * hw * c];
+            for (v, p) in xb.iter_mut().zip(pb) {
+                *v += p;
+            }
+        }
+        for l in &self.fuser.layers {
+            let mut y = depthwise_nhwc(&x, b, h, w, c, &l.dwconv);
+            let (nw, _) = to_host(l.norm.weight.val());
+            let (nb, _) = to_host(l.norm.bias.val());
+            layer_norm_rows(&mut y, &nw, &nb, l.norm.eps as f32);
+            let (w1, [_, hid]) = to_host(l.pwconv1.weight.val());
+            let (w2, _) = to_host(l.pwconv2.weight.val());
+            let b1 = l.pwconv1.bias.as_ref().map(|p| to_host(p.val()).0);
+            let b2 = l.pwconv2.bias.as_ref().map(|p| to_host(p.val()).0);
+            let z = mlp(
+                &y,
+                b * hw,
+                c,
+                &w1,
+                b1.as_deref(),
+                hid,
+                &w2,
+                b2.as_deref(),
+                c,
+                Act::Gelu,
+            );
+            let (gamma, _) = to_host(l.gamma.val());
+            for (xr, zr) in x.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
+                for ((v, zv), g) in xr.iter_mut().zip(zr).zip(&gamma) {
+                    *v += zv * g;
+                }
+            }
+        }
+        let Some(op) = &self.out_proj else {
+            return Some(from_host(nhwc_to_nchw(&x, b, c, hw), [b, c, h, w], &device));
+        };
+        // out_proj straight into channels-first [b, co, hw]
+        let (wo, [co, _, _, _]) = to_host(op.weight.val());
+        let mut out = vec![0f32; b * co * hw];
+        if let Some(bias) = &op.bias {
+            let (bs, _) = to_host(bias.val());
+            for (i, plane) in out.chunks_exact_mut(hw).enumerate() {
+                plane.fill(bs[i % co]);
+            }
+        }
+        for bi in 0..b {
+            // SAFETY: rows of item bi [hw, c], weight [co, c], dst planes [co, hw] of item bi.
+            unsafe {
+                gemm::gemm(
+                    hw,
+                    co,
+                    c,
+                    out[bi * co * hw..].as_mut_ptr(),
+                    hw as isize,
+                    1,
+                    op.bias.is_some(),
+                    x[bi * hw * c..].as_ptr(),
+                    1,
+                    c as isize,
+                    wo.as_ptr(),
+                    c as isize,
+                    1,
+                    if op.bias.is_some() { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                )
+            };
+        }
+        Some(from_host(out, [b, co, h, w], &device))
+    }
+}
+
+/// Depthwise `conv` (odd square kernel, same padding) on channels-last [b, h, w, c].
+fn depthwise_nhwc(x: &[f32], b: usize, h: usize, w: usize, c: usize, conv: &Conv2d) -> Vec<f32> {
+    use crate::kernels::to_host;
+    use rayon::prelude::*;
+    let k = conv.kernel_size[0];
+    let r = k / 2;
+    assert_eq!(x.len(), b * h * w * c, "depthwise_nhwc: buffer size");
+    let (wt, _) = to_host(conv.weight.val()); // [c, 1, k, k]
+    let mut taps = vec![0f32; k * k * c]; // [tap][c]
+    for ch in 0..c {
+        for t in 0..k * k {
+            taps[t * c + ch] = wt[ch * k * k + t];
+        }
+    }
+    let bias = conv
+        .bias
+        .as_ref()
+        .map(|p| to_host(p.val()).0)
+        .unwrap_or_else(|| vec![0f32; c]);
+    let mut out = vec![0f32; x.len()];
+    out.par_chunks_mut(w * c)
+        .enumerate()
+        .for_each(|(row, dst)| {
+            let (bi, y) = (row / h, row % h);
+            depthwise_row(x, &taps, &bias, bi, y, h, w, c, k, r, dst);
+        });
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn depthwise_row_body(
+    x: &[f32],
+    taps: &[f32],
+    bias: &[f32],
+    bi: usize,
+    y: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    k: usize,
+    r: usize,
+    dst: &mut [f32],
+) {
+    for (ox, acc) in dst.chunks_exact_mut(c).enumerate() {
+        acc.copy_from_slice(bias);
+        for ky in 0..k {
+            let iy = y as isize + ky as isize - r as isize;
+            if iy < 0 || iy >= h as isize {
+                continue;
+            }
+            for kx in 0..k {
+                let ix = ox as isize + kx as isize - r as isize;
+                if ix < 0 || ix >= w as isize {
+                    continue;
+                }
+                let src = ((bi * h + iy as usize) * w + ix as usize) * c;
+                let t = &taps[(ky * k + kx) * c..(ky * k + kx + 1) * c];
+                for ((a, xv), tv) in acc.iter_mut().zip(&x[src..src + c]).zip(t) {
+                    *a += xv * tv;
+                }
+            }
+        }
+    }
+}
+
+crate::kernels::simd::dispatch!(depthwise_row, depthwise_row_body, (x: &[f32], taps: &[f32], bias: &[f32], bi: usize, y: usize, h: usize, w: usize, c: usize, k: usize, r: usize, dst: &mut [f32]));

@@ -680,7 +680,8 @@ impl Sam2 {
         out.swap_dims(1, 2).reshape([b, c, h, w])
     }
 
-    /// `_encode_new_memory`: (bf16-rounded features [B, mem, 64, 64], pos [1, mem, 64, 64]).
+    /// `_encode_new_memory`: (bf16-rounded features [B, mem, 64, 64], pos [1, mem, 64, 64]);
+    /// `feat` may have one row for the B masks (the same frame).
     pub fn encode_new_memory(
         &self,
         feat: Tensor<4>,

@@ -789,7 +789,7 @@ impl Session {
         };
         let memory = run_mem_encoder.then(|| {
             let (f, _) = sam2.encode_new_memory(
-                batch.vision_feat.clone(),
+                feats.vision_feat.clone(), // one row: shared by every object
                 heads.high_res_masks.clone(),
                 heads.object_score_logits.clone(),
                 points.first().is_some_and(|p| p.is_some()),
