@@ -423,31 +423,16 @@ impl MemoryAttentionLayer {
 
     /// `linear2(relu(linear1(x)))`, on host buffers on the flex device.
     pub fn mlp(&self, x: Tensor<3>) -> Tensor<3> {
-        use crate::kernels::mlp::{Act, mlp};
+        use crate::kernels::mlp::{Act, HostMlp};
         use crate::kernels::{from_host, host_fast_path, to_host};
         let device = x.device();
         if !host_fast_path(&device) {
             return self.linear2.forward(relu(self.linear1.forward(x)));
         }
-        let [b, l, din] = x.dims();
-        let (xh, _) = to_host(x);
-        let (w1, [_, hid]) = to_host(self.linear1.weight.val());
-        let (w2, [_, dout]) = to_host(self.linear2.weight.val());
-        let b1 = self.linear1.bias.as_ref().map(|p| to_host(p.val()).0);
-        let b2 = self.linear2.bias.as_ref().map(|p| to_host(p.val()).0);
-        let out = mlp(
-            &xh,
-            b * l,
-            din,
-            &w1,
-            b1.as_deref(),
-            hid,
-            &w2,
-            b2.as_deref(),
-            dout,
-            Act::Relu,
-        );
-        from_host(out, [b, l, dout], &device)
+        let [b, l, _] = x.dims();
+        let m = HostMlp::new(&self.linear1, &self.linear2, Act::Relu);
+        let out = m.rows(&to_host(x).0, b * l);
+        from_host(out, [b, l, m.dout], &device)
     }
 }
 

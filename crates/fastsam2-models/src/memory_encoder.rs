@@ -343,32 +343,20 @@ impl CxBlock {
 }
 
 impl CxBlock {
-    /// The pointwise half on host buffers: `input + gamma * pwconv2(gelu(pwconv1(x)))` with
-    /// the channel-last rows transposed on the host.
+    /// `pwconv2(gelu(pwconv1(.)))` on the host.
+    fn mlp(&self) -> crate::kernels::mlp::HostMlp {
+        use crate::kernels::mlp::{Act, HostMlp};
+        HostMlp::new(&self.pwconv1, &self.pwconv2, Act::Gelu)
+    }
+
+    /// The pointwise half on host buffers: `input + gamma * pwconv2(gelu(pwconv1(x)))`, the
+    /// MLP reading and writing the channels-first maps through strides.
     fn forward_pointwise_host(&self, input: Tensor<4>, x: Tensor<4>) -> Tensor<4> {
-        use crate::kernels::mlp::{Act, mlp_channels_first};
         use crate::kernels::{from_host, to_host};
         let device = input.device();
         let [b, c, h, w] = x.dims();
         let hw = h * w;
-        let (xh, _) = to_host(x);
-        let (w1, [_, hid]) = to_host(self.pwconv1.weight.val());
-        let (w2, _) = to_host(self.pwconv2.weight.val());
-        let b1 = self.pwconv1.bias.as_ref().map(|p| to_host(p.val()).0);
-        let b2 = self.pwconv2.bias.as_ref().map(|p| to_host(p.val()).0);
-        let y = mlp_channels_first(
-            &xh,
-            b,
-            hw,
-            c,
-            &w1,
-            b1.as_deref(),
-            hid,
-            &w2,
-            b2.as_deref(),
-            c,
-            Act::Gelu,
-        );
+        let y = self.mlp().channels_first(&to_host(x).0, b, hw);
         let (gamma, _) = to_host(self.gamma.val());
         let (mut out, _) = to_host(input);
         for (i, (dst, src)) in out.chunks_exact_mut(hw).zip(y.chunks_exact(hw)).enumerate() {
@@ -559,7 +547,6 @@ impl MemoryEncoder {
     /// other than SAM 2's (then the burn ops run).
     fn forward_host(&self, pix_feat: Tensor<4>, masks: Tensor<4>) -> Option<Tensor<4>> {
         use crate::kernels::attention::gemm_f32;
-        use crate::kernels::mlp::{Act, mlp};
         use crate::kernels::{from_host, to_host};
         let device = masks.device();
         let [bp, cin, hp, wp] = pix_feat.dims();
@@ -635,22 +622,7 @@ impl MemoryEncoder {
             let (nw, _) = to_host(l.norm.weight.val());
             let (nb, _) = to_host(l.norm.bias.val());
             layer_norm_rows(&mut y, &nw, &nb, l.norm.eps as f32);
-            let (w1, [_, hid]) = to_host(l.pwconv1.weight.val());
-            let (w2, _) = to_host(l.pwconv2.weight.val());
-            let b1 = l.pwconv1.bias.as_ref().map(|p| to_host(p.val()).0);
-            let b2 = l.pwconv2.bias.as_ref().map(|p| to_host(p.val()).0);
-            let z = mlp(
-                &y,
-                b * hw,
-                c,
-                &w1,
-                b1.as_deref(),
-                hid,
-                &w2,
-                b2.as_deref(),
-                c,
-                Act::Gelu,
-            );
+            let z = l.mlp().rows(&y, b * hw);
             let (gamma, _) = to_host(l.gamma.val());
             for (xr, zr) in x.chunks_exact_mut(c).zip(z.chunks_exact(c)) {
                 for ((v, zv), g) in xr.iter_mut().zip(zr).zip(&gamma) {

@@ -703,10 +703,11 @@ pub fn grid_attention(qkv: &[f32], lay: &QkvLayout, g: &Grid, bias: Bias<'_>) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
+    /// Deterministic values in [-1, 1) (an LCG), shared by the kernels' tests.
+    pub(crate) fn rand(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

@@ -7,8 +7,11 @@
 
 use rayon::prelude::*;
 
+use burn::nn::Linear;
+
 use super::attention::{SendPtr, gemm_f32};
 use super::simd::gelu_chunk;
+use super::to_host;
 
 /// The hidden activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,177 +24,151 @@ pub enum Act {
 /// Rows per block.
 const RB: usize = 128;
 
-/// `act(x W1 + b1) W2 + b2` for `rows` rows of `x` (`[rows, din]`); weights in burn's
-/// `[in, out]` layout: `w1` `[din, hid]`, `w2` `[hid, dout]`. Returns `[rows, dout]`.
-#[allow(clippy::too_many_arguments)]
-pub fn mlp(
-    x: &[f32],
-    rows: usize,
-    din: usize,
-    w1: &[f32],
-    b1: Option<&[f32]>,
-    hid: usize,
-    w2: &[f32],
-    b2: Option<&[f32]>,
-    dout: usize,
-    act: Act,
-) -> Vec<f32> {
-    let w = Weights {
-        din,
-        w1,
-        b1,
-        hid,
-        w2,
-        b2,
-        dout,
-        act,
-    };
-    mlp_strided(x, 1, rows, true, &w)
+/// The weights of `linear2(act(linear1(x)))` on the host, in burn's `[in, out]` layout:
+/// `w1` `[din, hid]`, `w2` `[hid, dout]`.
+pub struct HostMlp {
+    pub din: usize,
+    pub w1: Vec<f32>,
+    pub b1: Option<Vec<f32>>,
+    pub hid: usize,
+    pub w2: Vec<f32>,
+    pub b2: Option<Vec<f32>>,
+    pub dout: usize,
+    pub act: Act,
 }
 
-/// The same MLP over the pixels of channels-first maps: `x` `[b, din, hw]`, returns
-/// `[b, dout, hw]` (a 1x1-conv MLP, with no transposes: the products read and write the
-/// channel-strided layout).
-#[allow(clippy::too_many_arguments)]
-pub fn mlp_channels_first(
-    x: &[f32],
-    b: usize,
-    hw: usize,
-    din: usize,
-    w1: &[f32],
-    b1: Option<&[f32]>,
-    hid: usize,
-    w2: &[f32],
-    b2: Option<&[f32]>,
-    dout: usize,
-    act: Act,
-) -> Vec<f32> {
-    let w = Weights {
-        din,
-        w1,
-        b1,
-        hid,
-        w2,
-        b2,
-        dout,
-        act,
-    };
-    mlp_strided(x, b, hw, false, &w)
-}
+impl HostMlp {
+    /// Copy the two layers' parameters to the host.
+    pub fn new(l1: &Linear, l2: &Linear, act: Act) -> Self {
+        let (w1, [din, hid]) = to_host(l1.weight.val());
+        let (w2, [_, dout]) = to_host(l2.weight.val());
+        Self {
+            din,
+            w1,
+            b1: l1.bias.as_ref().map(|p| to_host(p.val()).0),
+            hid,
+            w2,
+            b2: l2.bias.as_ref().map(|p| to_host(p.val()).0),
+            dout,
+            act,
+        }
+    }
 
-struct Weights<'a> {
-    din: usize,
-    w1: &'a [f32],
-    b1: Option<&'a [f32]>,
-    hid: usize,
-    w2: &'a [f32],
-    b2: Option<&'a [f32]>,
-    dout: usize,
-    act: Act,
-}
+    /// `rows` channels-last rows (`[rows, din]`) -> `[rows, dout]`.
+    pub fn rows(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        self.strided(x, 1, rows, true)
+    }
 
-/// `b` items of `n` rows each, rows either channel-last (`[b, n, din]`) or channels-first
-/// (`[b, din, n]`); the output has the same layout.
-fn mlp_strided(x: &[f32], b: usize, n: usize, channels_last: bool, w: &Weights<'_>) -> Vec<f32> {
-    let &Weights {
-        din,
-        w1,
-        b1,
-        hid,
-        w2,
-        b2,
-        dout,
-        act,
-    } = w;
-    assert!(
-        x.len() == b * n * din
-            && w1.len() == din * hid
-            && w2.len() == hid * dout
-            && b1.is_none_or(|v| v.len() == hid)
-            && b2.is_none_or(|v| v.len() == dout),
-        "mlp: buffer sizes"
-    );
-    // (row stride, channel stride) of input and output
-    let (x_rs, x_cs, o_rs, o_cs) = if channels_last {
-        (din, 1, dout, 1)
-    } else {
-        (1, n, 1, n)
-    };
-    let mut out = vec![0f32; b * n * dout];
-    let out_ptr = SendPtr(out.as_mut_ptr());
-    let blocks = n.div_ceil(RB);
-    (0..b * blocks).into_par_iter().for_each(|task| {
-        let (bi, blk) = (task / blocks, task % blocks);
-        let r0 = blk * RB;
-        let m = RB.min(n - r0);
-        let mut h = vec![0f32; m * hid];
-        // SAFETY: rows r0..r0 + m of item bi, weights and h sized as asserted.
-        unsafe {
-            gemm_f32(
-                m,
-                hid,
-                din,
-                h.as_mut_ptr(),
-                hid,
-                false,
-                x.as_ptr().add(bi * n * din + r0 * x_rs),
-                x_rs as isize,
-                x_cs as isize,
-                w1.as_ptr(),
-                hid as isize,
-                1,
-                1.0,
-            )
+    /// The pixels of channels-first maps: `x` `[b, din, hw]` -> `[b, dout, hw]` (a 1x1-conv
+    /// MLP with no transposes: the products read and write the channel-strided layout).
+    pub fn channels_first(&self, x: &[f32], b: usize, hw: usize) -> Vec<f32> {
+        self.strided(x, b, hw, false)
+    }
+
+    /// `b` items of `n` rows each, rows either channel-last (`[b, n, din]`) or channels-first
+    /// (`[b, din, n]`); the output has the same layout.
+    fn strided(&self, x: &[f32], b: usize, n: usize, channels_last: bool) -> Vec<f32> {
+        let Self {
+            din,
+            ref w1,
+            ref b1,
+            hid,
+            ref w2,
+            ref b2,
+            dout,
+            act,
+        } = *self;
+        let (b1, b2) = (b1.as_deref(), b2.as_deref());
+        assert!(
+            x.len() == b * n * din
+                && w1.len() == din * hid
+                && w2.len() == hid * dout
+                && b1.is_none_or(|v| v.len() == hid)
+                && b2.is_none_or(|v| v.len() == dout),
+            "mlp: buffer sizes"
+        );
+        // (row stride, channel stride) of input and output
+        let (x_rs, x_cs, o_rs, o_cs) = if channels_last {
+            (din, 1, dout, 1)
+        } else {
+            (1, n, 1, n)
         };
-        if let Some(bias) = b1 {
-            for row in h.chunks_exact_mut(hid) {
-                for (v, bb) in row.iter_mut().zip(bias) {
-                    *v += *bb;
-                }
-            }
-        }
-        match act {
-            Act::Relu => {
-                for v in h.iter_mut() {
-                    *v = if *v > 0.0 { *v } else { 0.0 };
-                }
-            }
-            Act::Gelu => gelu_chunk(&mut h),
-        }
-        // SAFETY: output rows r0..r0 + m of item bi belong to this task only.
-        unsafe {
-            let dst = out_ptr.get().add(bi * n * dout + r0 * o_rs);
-            if let Some(bias) = b2 {
-                for r in 0..m {
-                    for (o, bb) in bias.iter().enumerate() {
-                        *dst.add(r * o_rs + o * o_cs) = *bb;
+        let mut out = vec![0f32; b * n * dout];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let blocks = n.div_ceil(RB);
+        (0..b * blocks).into_par_iter().for_each(|task| {
+            let (bi, blk) = (task / blocks, task % blocks);
+            let r0 = blk * RB;
+            let m = RB.min(n - r0);
+            let mut h = vec![0f32; m * hid];
+            // SAFETY: rows r0..r0 + m of item bi, weights and h sized as asserted.
+            unsafe {
+                gemm_f32(
+                    m,
+                    hid,
+                    din,
+                    h.as_mut_ptr(),
+                    hid,
+                    false,
+                    x.as_ptr().add(bi * n * din + r0 * x_rs),
+                    x_rs as isize,
+                    x_cs as isize,
+                    w1.as_ptr(),
+                    hid as isize,
+                    1,
+                    1.0,
+                )
+            };
+            if let Some(bias) = b1 {
+                for row in h.chunks_exact_mut(hid) {
+                    for (v, bb) in row.iter_mut().zip(bias) {
+                        *v += *bb;
                     }
                 }
             }
-            gemm::gemm(
-                m,
-                dout,
-                hid,
-                dst,
-                o_cs as isize,
-                o_rs as isize,
-                b2.is_some(),
-                h.as_ptr(),
-                1,
-                hid as isize,
-                w2.as_ptr(),
-                1,
-                dout as isize,
-                if b2.is_some() { 1.0 } else { 0.0 },
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            )
-        };
-    });
-    out
+            match act {
+                Act::Relu => {
+                    for v in h.iter_mut() {
+                        *v = if *v > 0.0 { *v } else { 0.0 };
+                    }
+                }
+                Act::Gelu => gelu_chunk(&mut h),
+            }
+            // SAFETY: output rows r0..r0 + m of item bi belong to this task only.
+            unsafe {
+                let dst = out_ptr.get().add(bi * n * dout + r0 * o_rs);
+                if let Some(bias) = b2 {
+                    for r in 0..m {
+                        for (o, bb) in bias.iter().enumerate() {
+                            *dst.add(r * o_rs + o * o_cs) = *bb;
+                        }
+                    }
+                }
+                gemm::gemm(
+                    m,
+                    dout,
+                    hid,
+                    dst,
+                    o_cs as isize,
+                    o_rs as isize,
+                    b2.is_some(),
+                    h.as_ptr(),
+                    1,
+                    hid as isize,
+                    w2.as_ptr(),
+                    1,
+                    dout as isize,
+                    if b2.is_some() { 1.0 } else { 0.0 },
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            };
+        });
+        out
+    }
 }
 
 #[cfg(test)]
@@ -225,37 +202,24 @@ mod tests {
             f(dout, 5),
         );
         for (bias, act) in [(true, Act::Relu), (false, Act::Relu), (true, Act::Gelu)] {
-            let got = mlp(
-                &x,
-                rows,
+            let m = HostMlp {
                 din,
-                &w1,
-                bias.then_some(&b1[..]),
+                w1: w1.clone(),
+                b1: bias.then(|| b1.clone()),
                 hid,
-                &w2,
-                bias.then_some(&b2[..]),
+                w2: w2.clone(),
+                b2: bias.then(|| b2.clone()),
                 dout,
                 act,
-            );
+            };
+            let got = m.rows(&x, rows);
             let mut xt = vec![0f32; rows * din];
             for r in 0..rows {
                 for i in 0..din {
                     xt[i * rows + r] = x[r * din + i];
                 }
             }
-            let cf = mlp_channels_first(
-                &xt,
-                1,
-                rows,
-                din,
-                &w1,
-                bias.then_some(&b1[..]),
-                hid,
-                &w2,
-                bias.then_some(&b2[..]),
-                dout,
-                act,
-            );
+            let cf = m.channels_first(&xt, 1, rows);
             for r in 0..rows {
                 let h: Vec<f64> = (0..hid)
                     .map(|j| {

@@ -289,44 +289,6 @@ struct Softmax {
     sum: [f32; QB],
 }
 
-/// Scores of one grid position `x` of row `Y` against `MC` memory frames:
-/// `st[t][x] = sum_d (gx + gy)[d] u[t][d] + (gx + gy)[kv]`.
-#[inline(always)]
-fn scores_at<const MC: usize>(
-    gx: &[f32],
-    gy: &[f32],
-    u: &[f32],
-    u_frame_stride: usize,
-    kv: usize,
-    st: &mut [f32],
-    st_frame_stride: usize,
-) {
-    let us: [&[f32]; MC] = std::array::from_fn(|t| &u[t * u_frame_stride..t * u_frame_stride + kv]);
-    let mut acc = [[0f32; QB]; MC];
-    for d in 0..kv {
-        let gxd: &[f32; QB] = gx[d * GT..d * GT + QB].try_into().expect("QB lanes");
-        let gyd: &[f32; QB] = gy[d * GT..d * GT + QB].try_into().expect("QB lanes");
-        let mut g = [0f32; QB];
-        for i in 0..QB {
-            g[i] = gxd[i] + gyd[i];
-        }
-        for t in 0..MC {
-            let w = us[t][d];
-            for i in 0..QB {
-                acc[t][i] = g[i].mul_add(w, acc[t][i]);
-            }
-        }
-    }
-    let gxb: &[f32; QB] = gx[kv * GT..kv * GT + QB].try_into().expect("QB lanes");
-    let gyb: &[f32; QB] = gy[kv * GT..kv * GT + QB].try_into().expect("QB lanes");
-    for (t, a) in acc.iter().enumerate() {
-        let dst = &mut st[t * st_frame_stride..t * st_frame_stride + QB];
-        for i in 0..QB {
-            dst[i] = a[i] + (gxb[i] + gyb[i]);
-        }
-    }
-}
-
 /// Fold `n` score rows (`[n][QB]`) into the softmax state: they become unnormalised
 /// probabilities, and the output accumulator `o` (`[kv][QB]`) is rescaled.
 #[inline(always)]
@@ -364,48 +326,137 @@ fn softmax_fold(st: &mut [f32], n: usize, state: &mut Softmax, o: &mut [f32]) {
     }
 }
 
-/// `o[e][i] += sum_k p[k][i] v[k][e0 + e]` for `EC` value channels from `e0`.
-#[inline(always)]
-fn av_cols<const EC: usize>(p: &[f32], v: &[f32], n: usize, kv: usize, e0: usize, o: &mut [f32]) {
-    let mut acc = [[0f32; QB]; EC];
-    for (e, a) in acc.iter_mut().enumerate() {
-        a.copy_from_slice(&o[(e0 + e) * QB..(e0 + e + 1) * QB]);
-    }
-    for k in 0..n {
-        let pk: &[f32; QB] = p[k * QB..(k + 1) * QB].try_into().expect("QB lanes");
-        let vk: &[f32; EC] = v[k * kv + e0..k * kv + e0 + EC]
-            .try_into()
-            .expect("EC channels");
-        for e in 0..EC {
-            let w = vk[e];
+/// The two inner products of a row step: portable, or AVX-512 (`avx512::Avx512`).
+trait Products {
+    /// Scores of one grid position against `MC` memory frames:
+    /// `st[t * st_stride..][..QB] = sum_d (gx + gy)[d] u[t * u_stride + d] + (gx + gy)[kv]`,
+    /// with `gx` / `gy` the position's `kv + 1` G rows (`GT` apart).
+    ///
+    /// # Safety
+    /// The CPU supports the implementation's features.
+    unsafe fn scores<const MC: usize>(
+        gx: &[f32],
+        gy: &[f32],
+        u: &[f32],
+        u_stride: usize,
+        kv: usize,
+        st: &mut [f32],
+        st_stride: usize,
+    );
+
+    /// `o[e0 + e][..QB] += sum_k p[k][..QB] v[k][e0 + e]` for `EC` value channels.
+    ///
+    /// # Safety
+    /// As `scores`.
+    unsafe fn av_cols<const EC: usize>(
+        p: &[f32],
+        v: &[f32],
+        n: usize,
+        kv: usize,
+        e0: usize,
+        o: &mut [f32],
+    );
+}
+
+/// Plain Rust (LLVM vectorises it across the wrong loop: ~10x slower than AVX-512).
+struct Portable;
+
+impl Products for Portable {
+    #[inline(always)]
+    unsafe fn scores<const MC: usize>(
+        gx: &[f32],
+        gy: &[f32],
+        u: &[f32],
+        u_stride: usize,
+        kv: usize,
+        st: &mut [f32],
+        st_stride: usize,
+    ) {
+        let us: [&[f32]; MC] = std::array::from_fn(|t| &u[t * u_stride..t * u_stride + kv]);
+        let mut acc = [[0f32; QB]; MC];
+        for d in 0..kv {
+            let gxd: &[f32; QB] = gx[d * GT..d * GT + QB].try_into().expect("QB lanes");
+            let gyd: &[f32; QB] = gy[d * GT..d * GT + QB].try_into().expect("QB lanes");
+            let mut g = [0f32; QB];
             for i in 0..QB {
-                acc[e][i] = pk[i].mul_add(w, acc[e][i]);
+                g[i] = gxd[i] + gyd[i];
+            }
+            for t in 0..MC {
+                let w = us[t][d];
+                for i in 0..QB {
+                    acc[t][i] = g[i].mul_add(w, acc[t][i]);
+                }
+            }
+        }
+        let gxb: &[f32; QB] = gx[kv * GT..kv * GT + QB].try_into().expect("QB lanes");
+        let gyb: &[f32; QB] = gy[kv * GT..kv * GT + QB].try_into().expect("QB lanes");
+        for (t, a) in acc.iter().enumerate() {
+            let dst = &mut st[t * st_stride..t * st_stride + QB];
+            for i in 0..QB {
+                dst[i] = a[i] + (gxb[i] + gyb[i]);
             }
         }
     }
-    for (e, a) in acc.iter().enumerate() {
-        o[(e0 + e) * QB..(e0 + e + 1) * QB].copy_from_slice(a);
+
+    #[inline(always)]
+    unsafe fn av_cols<const EC: usize>(
+        p: &[f32],
+        v: &[f32],
+        n: usize,
+        kv: usize,
+        e0: usize,
+        o: &mut [f32],
+    ) {
+        let mut acc = [[0f32; QB]; EC];
+        for (e, a) in acc.iter_mut().enumerate() {
+            a.copy_from_slice(&o[(e0 + e) * QB..(e0 + e + 1) * QB]);
+        }
+        for k in 0..n {
+            let pk: &[f32; QB] = p[k * QB..(k + 1) * QB].try_into().expect("QB lanes");
+            let vk: &[f32; EC] = v[k * kv + e0..k * kv + e0 + EC]
+                .try_into()
+                .expect("EC channels");
+            for e in 0..EC {
+                let w = vk[e];
+                for i in 0..QB {
+                    acc[e][i] = pk[i].mul_add(w, acc[e][i]);
+                }
+            }
+        }
+        for (e, a) in acc.iter().enumerate() {
+            o[(e0 + e) * QB..(e0 + e + 1) * QB].copy_from_slice(a);
+        }
     }
 }
 
 /// `o += p @ v` over `n` keys: p `[n][QB]`, v `[n][kv]`, o `[kv][QB]`.
+///
+/// # Safety
+/// As [`Products::scores`].
 #[inline(always)]
-fn av(p: &[f32], v: &[f32], n: usize, kv: usize, o: &mut [f32]) {
+unsafe fn av<P: Products>(p: &[f32], v: &[f32], n: usize, kv: usize, o: &mut [f32]) {
+    assert!(p.len() >= n * QB && v.len() >= n * kv && o.len() >= kv * QB);
     let mut e0 = 0;
-    while e0 + 8 <= kv {
-        av_cols::<8>(p, v, n, kv, e0, o);
-        e0 += 8;
-    }
-    while e0 < kv {
-        av_cols::<1>(p, v, n, kv, e0, o);
-        e0 += 1;
+    // SAFETY: the caller's contract; sizes asserted above.
+    unsafe {
+        while e0 + 8 <= kv {
+            P::av_cols::<8>(p, v, n, kv, e0, o);
+            e0 += 8;
+        }
+        while e0 < kv {
+            P::av_cols::<1>(p, v, n, kv, e0, o);
+            e0 += 1;
+        }
     }
 }
 
 /// Scores, softmax and values of grid row `y` of every memory frame.
+///
+/// # Safety
+/// As [`Products::scores`].
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn row_step_body(
+unsafe fn row_step_with<P: Products>(
     gx: &[f32],
     gy: &[f32],
     u: &[f32],
@@ -421,6 +472,16 @@ fn row_step_body(
     let l = s * s;
     let stride_u = l * kv;
     let stride_st = s * QB;
+    assert!(
+        gx.len() >= (s * (kv + 1) - 1) * GT + QB
+            && gy.len() >= kv * GT + QB
+            && u.len() >= frames * stride_u
+            && vals.len() >= frames * stride_u
+            && st.len() >= frames * stride_st
+            && y < s
+    );
+    // frames in chunks of at most 8 (8 frames x 2 registers of accumulators): the G sum of a
+    // position is formed once per chunk
     for x in 0..s {
         let gxx = &gx[x * (kv + 1) * GT..];
         let mut t0 = 0;
@@ -428,15 +489,18 @@ fn row_step_body(
             let mc = (frames - t0).min(8);
             let ur = &u[t0 * stride_u + (y * s + x) * kv..];
             let sr = &mut st[(t0 * s + x) * QB..];
-            match mc {
-                8 => scores_at::<8>(gxx, gy, ur, stride_u, kv, sr, stride_st),
-                7 => scores_at::<7>(gxx, gy, ur, stride_u, kv, sr, stride_st),
-                6 => scores_at::<6>(gxx, gy, ur, stride_u, kv, sr, stride_st),
-                5 => scores_at::<5>(gxx, gy, ur, stride_u, kv, sr, stride_st),
-                4 => scores_at::<4>(gxx, gy, ur, stride_u, kv, sr, stride_st),
-                3 => scores_at::<3>(gxx, gy, ur, stride_u, kv, sr, stride_st),
-                2 => scores_at::<2>(gxx, gy, ur, stride_u, kv, sr, stride_st),
-                _ => scores_at::<1>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+            // SAFETY: the caller's contract; frames t0..t0 + mc at (y, x) are inside u / st.
+            unsafe {
+                match mc {
+                    8 => P::scores::<8>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+                    7 => P::scores::<7>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+                    6 => P::scores::<6>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+                    5 => P::scores::<5>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+                    4 => P::scores::<4>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+                    3 => P::scores::<3>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+                    2 => P::scores::<2>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+                    _ => P::scores::<1>(gxx, gy, ur, stride_u, kv, sr, stride_st),
+                }
             }
             t0 += mc;
         }
@@ -444,14 +508,37 @@ fn row_step_body(
     softmax_fold(st, frames * s, state, o);
     for t in 0..frames {
         let v0 = (t * l + y * s) * kv;
-        av(
-            &st[t * s * QB..(t + 1) * s * QB],
-            &vals[v0..v0 + s * kv],
-            s,
-            kv,
-            o,
-        );
+        // SAFETY: the caller's contract.
+        unsafe {
+            av::<P>(
+                &st[t * s * QB..(t + 1) * s * QB],
+                &vals[v0..v0 + s * kv],
+                s,
+                kv,
+                o,
+            )
+        };
     }
+}
+
+/// [`row_step_with`] with the portable products.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn row_step_body(
+    gx: &[f32],
+    gy: &[f32],
+    u: &[f32],
+    vals: &[f32],
+    y: usize,
+    s: usize,
+    kv: usize,
+    frames: usize,
+    st: &mut [f32],
+    state: &mut Softmax,
+    o: &mut [f32],
+) {
+    // SAFETY: the portable products need no CPU feature.
+    unsafe { row_step_with::<Portable>(gx, gy, u, vals, y, s, kv, frames, st, state, o) }
 }
 
 #[inline(always)]
@@ -464,7 +551,8 @@ fn ptr_step_body(
     o: &mut [f32],
 ) {
     softmax_fold(sp, n, state, o);
-    av(sp, vals, n, kv, o);
+    // SAFETY: the portable products need no CPU feature.
+    unsafe { av::<Portable>(sp, vals, n, kv, o) };
 }
 
 dispatch!(row_step_portable, row_step_body, (gx: &[f32], gy: &[f32], u: &[f32], vals: &[f32], y: usize, s: usize, kv: usize, frames: usize, st: &mut [f32], state: &mut Softmax, o: &mut [f32]));
@@ -517,108 +605,99 @@ mod avx512 {
     //! memory / value channel per multiply-add.
     use std::arch::x86_64::*;
 
-    use super::{GT, QB, Softmax, softmax_fold};
+    use super::{GT, Products, QB, Softmax, row_step_with};
 
-    /// `scores_at` of the portable body: `st[t][..QB]` for `MC` frames at one grid position.
-    #[inline(always)]
-    unsafe fn scores_at<const MC: usize>(
-        gx: *const f32,
-        gy: *const f32,
-        u: *const f32,
-        u_frame_stride: usize,
-        kv: usize,
-        st: *mut f32,
-        st_frame_stride: usize,
-    ) {
-        // SAFETY (whole body): the caller checked that gx / gy hold kv + 1 rows of GT, u
-        // holds kv floats at every frame stride, st QB floats at every frame stride.
-        unsafe {
-            let mut a0 = [_mm512_setzero_ps(); MC];
-            let mut a1 = [_mm512_setzero_ps(); MC];
-            for d in 0..kv {
-                let g0 = _mm512_add_ps(
-                    _mm512_loadu_ps(gx.add(d * GT)),
-                    _mm512_loadu_ps(gy.add(d * GT)),
+    pub(super) struct Avx512;
+
+    impl Products for Avx512 {
+        #[inline(always)]
+        unsafe fn scores<const MC: usize>(
+            gx: &[f32],
+            gy: &[f32],
+            u: &[f32],
+            u_stride: usize,
+            kv: usize,
+            st: &mut [f32],
+            st_stride: usize,
+        ) {
+            debug_assert!(gx.len() >= kv * GT + QB && gy.len() >= kv * GT + QB);
+            debug_assert!(u.len() >= (MC - 1) * u_stride + kv);
+            debug_assert!(st.len() >= (MC - 1) * st_stride + QB);
+            let (gx, gy, u, st) = (gx.as_ptr(), gy.as_ptr(), u.as_ptr(), st.as_mut_ptr());
+            // SAFETY (whole body): the CPU has AVX-512 (caller); every offset is inside the
+            // slices (`row_step_with` asserts their sizes).
+            unsafe {
+                let mut a0 = [_mm512_setzero_ps(); MC];
+                let mut a1 = [_mm512_setzero_ps(); MC];
+                for d in 0..kv {
+                    let g0 = _mm512_add_ps(
+                        _mm512_loadu_ps(gx.add(d * GT)),
+                        _mm512_loadu_ps(gy.add(d * GT)),
+                    );
+                    let g1 = _mm512_add_ps(
+                        _mm512_loadu_ps(gx.add(d * GT + 16)),
+                        _mm512_loadu_ps(gy.add(d * GT + 16)),
+                    );
+                    for t in 0..MC {
+                        let w = _mm512_set1_ps(*u.add(t * u_stride + d));
+                        a0[t] = _mm512_fmadd_ps(g0, w, a0[t]);
+                        a1[t] = _mm512_fmadd_ps(g1, w, a1[t]);
+                    }
+                }
+                let b0 = _mm512_add_ps(
+                    _mm512_loadu_ps(gx.add(kv * GT)),
+                    _mm512_loadu_ps(gy.add(kv * GT)),
                 );
-                let g1 = _mm512_add_ps(
-                    _mm512_loadu_ps(gx.add(d * GT + 16)),
-                    _mm512_loadu_ps(gy.add(d * GT + 16)),
+                let b1 = _mm512_add_ps(
+                    _mm512_loadu_ps(gx.add(kv * GT + 16)),
+                    _mm512_loadu_ps(gy.add(kv * GT + 16)),
                 );
                 for t in 0..MC {
-                    let w = _mm512_set1_ps(*u.add(t * u_frame_stride + d));
-                    a0[t] = _mm512_fmadd_ps(g0, w, a0[t]);
-                    a1[t] = _mm512_fmadd_ps(g1, w, a1[t]);
+                    let dst = st.add(t * st_stride);
+                    _mm512_storeu_ps(dst, _mm512_add_ps(a0[t], b0));
+                    _mm512_storeu_ps(dst.add(16), _mm512_add_ps(a1[t], b1));
                 }
             }
-            let b0 = _mm512_add_ps(
-                _mm512_loadu_ps(gx.add(kv * GT)),
-                _mm512_loadu_ps(gy.add(kv * GT)),
-            );
-            let b1 = _mm512_add_ps(
-                _mm512_loadu_ps(gx.add(kv * GT + 16)),
-                _mm512_loadu_ps(gy.add(kv * GT + 16)),
-            );
-            for t in 0..MC {
-                let dst = st.add(t * st_frame_stride);
-                _mm512_storeu_ps(dst, _mm512_add_ps(a0[t], b0));
-                _mm512_storeu_ps(dst.add(16), _mm512_add_ps(a1[t], b1));
-            }
         }
-    }
 
-    /// `o[e][..QB] += sum_k p[k][..QB] v[k][e0 + e]` for `EC` channels.
-    #[inline(always)]
-    unsafe fn av_cols<const EC: usize>(
-        p: *const f32,
-        v: *const f32,
-        n: usize,
-        kv: usize,
-        e0: usize,
-        o: *mut f32,
-    ) {
-        // SAFETY (whole body): p holds n * QB floats, v n rows of kv, o kv * QB.
-        unsafe {
-            let mut a0 = [_mm512_setzero_ps(); EC];
-            let mut a1 = [_mm512_setzero_ps(); EC];
-            for e in 0..EC {
-                a0[e] = _mm512_loadu_ps(o.add((e0 + e) * QB));
-                a1[e] = _mm512_loadu_ps(o.add((e0 + e) * QB + 16));
-            }
-            for k in 0..n {
-                let p0 = _mm512_loadu_ps(p.add(k * QB));
-                let p1 = _mm512_loadu_ps(p.add(k * QB + 16));
-                let vk = v.add(k * kv + e0);
+        #[inline(always)]
+        unsafe fn av_cols<const EC: usize>(
+            p: &[f32],
+            v: &[f32],
+            n: usize,
+            kv: usize,
+            e0: usize,
+            o: &mut [f32],
+        ) {
+            let (p, v, o) = (p.as_ptr(), v.as_ptr(), o.as_mut_ptr());
+            // SAFETY (whole body): the CPU has AVX-512 (caller); p holds n * QB floats, v n
+            // rows of kv, o kv * QB (asserted by `av`).
+            unsafe {
+                let mut a0 = [_mm512_setzero_ps(); EC];
+                let mut a1 = [_mm512_setzero_ps(); EC];
                 for e in 0..EC {
-                    let w = _mm512_set1_ps(*vk.add(e));
-                    a0[e] = _mm512_fmadd_ps(p0, w, a0[e]);
-                    a1[e] = _mm512_fmadd_ps(p1, w, a1[e]);
+                    a0[e] = _mm512_loadu_ps(o.add((e0 + e) * QB));
+                    a1[e] = _mm512_loadu_ps(o.add((e0 + e) * QB + 16));
+                }
+                for k in 0..n {
+                    let p0 = _mm512_loadu_ps(p.add(k * QB));
+                    let p1 = _mm512_loadu_ps(p.add(k * QB + 16));
+                    let vk = v.add(k * kv + e0);
+                    for e in 0..EC {
+                        let w = _mm512_set1_ps(*vk.add(e));
+                        a0[e] = _mm512_fmadd_ps(p0, w, a0[e]);
+                        a1[e] = _mm512_fmadd_ps(p1, w, a1[e]);
+                    }
+                }
+                for e in 0..EC {
+                    _mm512_storeu_ps(o.add((e0 + e) * QB), a0[e]);
+                    _mm512_storeu_ps(o.add((e0 + e) * QB + 16), a1[e]);
                 }
             }
-            for e in 0..EC {
-                _mm512_storeu_ps(o.add((e0 + e) * QB), a0[e]);
-                _mm512_storeu_ps(o.add((e0 + e) * QB + 16), a1[e]);
-            }
         }
     }
 
-    #[inline(always)]
-    unsafe fn av(p: &[f32], v: &[f32], n: usize, kv: usize, o: &mut [f32]) {
-        assert!(p.len() >= n * QB && v.len() >= n * kv && o.len() >= kv * QB);
-        let mut e0 = 0;
-        // SAFETY: sizes asserted above.
-        unsafe {
-            while e0 + 8 <= kv {
-                av_cols::<8>(p.as_ptr(), v.as_ptr(), n, kv, e0, o.as_mut_ptr());
-                e0 += 8;
-            }
-            while e0 < kv {
-                av_cols::<1>(p.as_ptr(), v.as_ptr(), n, kv, e0, o.as_mut_ptr());
-                e0 += 1;
-            }
-        }
-    }
-
-    /// The portable `row_step_body` with the AVX-512 products.
+    /// [`row_step_with`] with the AVX-512 products, compiled for AVX-512.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
     pub(super) unsafe fn row_step(
@@ -634,57 +713,8 @@ mod avx512 {
         state: &mut Softmax,
         o: &mut [f32],
     ) {
-        let l = s * s;
-        let stride_u = l * kv;
-        let stride_st = s * QB;
-        assert!(
-            gx.len() >= (s * (kv + 1) - 1) * GT + QB
-                && gy.len() >= kv * GT + QB
-                && u.len() >= frames * stride_u
-                && vals.len() >= frames * stride_u
-                && st.len() >= frames * stride_st
-                && y < s
-        );
-        // frames in chunks of at most 8 (8 frames x 2 registers of accumulators): the G sum
-        // of a position is formed once per chunk
-        for x in 0..s {
-            let gxx = gx[x * (kv + 1) * GT..].as_ptr();
-            let mut t0 = 0;
-            while t0 < frames {
-                let mc = (frames - t0).min(8);
-                // SAFETY: frames t0..t0 + mc, position (y, x): inside u and st (asserted).
-                unsafe {
-                    let ur = u.as_ptr().add(t0 * stride_u + (y * s + x) * kv);
-                    let sr = st.as_mut_ptr().add((t0 * s + x) * QB);
-                    let g = gy.as_ptr();
-                    match mc {
-                        8 => scores_at::<8>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        7 => scores_at::<7>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        6 => scores_at::<6>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        5 => scores_at::<5>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        4 => scores_at::<4>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        3 => scores_at::<3>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        2 => scores_at::<2>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                        _ => scores_at::<1>(gxx, g, ur, stride_u, kv, sr, stride_st),
-                    }
-                }
-                t0 += mc;
-            }
-        }
-        softmax_fold(st, frames * s, state, o);
-        for t in 0..frames {
-            let v0 = (t * l + y * s) * kv;
-            // SAFETY: see `av`.
-            unsafe {
-                av(
-                    &st[t * s * QB..(t + 1) * s * QB],
-                    &vals[v0..v0 + s * kv],
-                    s,
-                    kv,
-                    o,
-                )
-            };
-        }
+        // SAFETY: this function's own target features are the products' requirement.
+        unsafe { row_step_with::<Avx512>(gx, gy, u, vals, y, s, kv, frames, st, state, o) }
     }
 }
 
@@ -692,21 +722,8 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::kernels::attention::attention_shared_values;
+    use crate::kernels::attention::tests::rand;
     use crate::position_encoding::axial_rope;
-
-    fn rand(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f64 / (1u64 << 31) as f64 * 2.0 - 1.0) as f32
-            })
-            .collect()
-    }
 
     /// The unfolded computation: project and rotate the keys, then `attention_shared_values`.
     #[allow(clippy::too_many_arguments)]
