@@ -187,7 +187,9 @@ pub struct VideoBenchArgs {
     /// Object counts to measure (objects are clicked on frame 0).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub objects: Vec<usize>,
-    /// Timed repetitions per object count (after one warm-up on the first frames).
+    /// Timed repetitions per object count (after one warm-up round); the counts alternate
+    /// within each repetition and the report gives each count's per-frame time relative to
+    /// the first count in the same repetition.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
     #[arg(long)]
@@ -279,6 +281,9 @@ fn object_clicks(n: usize, size: usize) -> Vec<(f32, f32)> {
 
 fn run_video(args: VideoBenchArgs) -> Result<()> {
     use fastsam2_predict::video::{SessionOptions, VideoPredictor};
+    if args.reps == 0 || args.objects.is_empty() || args.objects.contains(&0) {
+        bail!("bench video: --reps must be >= 1 and --objects a list of counts >= 1");
+    }
     let device = device(&args.model.device)?;
     let model = args.model.load(&device)?;
     let name = model.name.clone();
@@ -300,9 +305,12 @@ fn run_video(args: VideoBenchArgs) -> Result<()> {
     };
     let threads = rayon::current_num_threads();
     let mut results = serde_json::Map::new();
-    for &n_obj in &args.objects {
-        let mut runs = Vec::new();
-        for rep in 0..args.reps + 1 {
+    // repetition-major: the object counts alternate, so that a slow spell of this shared
+    // machine lands on all of them instead of on one count's whole series, and each
+    // repetition gives a paired ratio to the first count
+    let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); args.objects.len()];
+    for rep in 0..args.reps + 1 {
+        for (k, &n_obj) in args.objects.iter().enumerate() {
             let t0 = Instant::now();
             let mut session = predictor.open_folder(&frames, SessionOptions::default())?;
             let (h, w) = session.video_hw().expect("folder");
@@ -333,19 +341,39 @@ fn run_video(args: VideoBenchArgs) -> Result<()> {
                 run
             );
             if rep > 0 {
-                runs.push(run);
+                runs[k].push(run);
             }
         }
-        runs.sort_by(|a, b| {
+    }
+    let per_frame = |r: &serde_json::Value| {
+        r["propagate_per_tracked_frame_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    for (k, &n_obj) in args.objects.iter().enumerate() {
+        // paired with the same repetition of the first object count
+        let mut ratios: Vec<f64> = runs[k]
+            .iter()
+            .zip(&runs[0])
+            .map(|(r, r0)| per_frame(r) / per_frame(r0))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let mut sorted = runs[k].clone();
+        sorted.sort_by(|a, b| {
             a["total_ms"]
                 .as_f64()
                 .unwrap_or(0.0)
                 .total_cmp(&b["total_ms"].as_f64().unwrap_or(0.0))
         });
-        let med = runs[runs.len() / 2].clone();
+        let med = sorted[sorted.len() / 2].clone();
         results.insert(
             format!("video_{n_obj}obj"),
-            json!({"median_run": med, "runs": runs}),
+            json!({
+                "median_run": med,
+                "runs": runs[k],
+                "per_frame_ratio_to_first_count": ratios,
+                "median_ratio_to_first_count": ratios[ratios.len() / 2],
+            }),
         );
     }
     let report = json!({"model": name, "threads": threads, "results": results, "peak_rss_mib": peak_rss_mib()});
