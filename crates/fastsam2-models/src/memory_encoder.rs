@@ -258,6 +258,46 @@ fn conv_nhwc(
             }
         }
     };
+    if small && ci == 1 && sw == 2 {
+        // the first layer (1 channel, stride 2): per output row, the taps of every column
+        // gathered into contiguous lanes, then one vectorised multiply-add per tap and channel
+        out.par_chunks_mut(wo * co)
+            .enumerate()
+            .for_each(|(r, orow)| {
+                let (bi, oy) = (r / ho, r % ho);
+                let mut taps = vec![0f32; kh * kw * wo];
+                for ky in 0..kh {
+                    let iy = (oy * sh + ky) as isize - pt as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    let src = &x[(bi * h + iy as usize) * w..(bi * h + iy as usize + 1) * w];
+                    for kx in 0..kw {
+                        let lane = &mut taps[(ky * kw + kx) * wo..(ky * kw + kx + 1) * wo];
+                        for (ox, t) in lane.iter_mut().enumerate() {
+                            let ix = (ox * 2 + kx) as isize - pl as isize;
+                            if ix >= 0 && (ix as usize) < w {
+                                *t = src[ix as usize];
+                            }
+                        }
+                    }
+                }
+                let mut acc = vec![0f32; wo];
+                for o in 0..co {
+                    acc.fill(bias.as_ref().map_or(0.0, |bs| bs[o]));
+                    for (j, lane) in taps.chunks_exact(wo).enumerate() {
+                        let wv = rhs[j * co + o];
+                        for (a, t) in acc.iter_mut().zip(lane) {
+                            *a += wv * t;
+                        }
+                    }
+                    for (ox, a) in acc.iter().enumerate() {
+                        orow[ox * co + o] = *a;
+                    }
+                }
+            });
+        return Some((out, ho, wo, co));
+    }
     if small {
         out.par_chunks_mut(co * 1024)
             .enumerate()
@@ -464,8 +504,9 @@ mod tests {
                 DownLayer::Act(_) => {}
             }
         }
-        // two masks of 48 x 80 (not square, not a multiple of every stride)
-        let x = Tensor::<4>::random([2, 1, 48, 80], Distribution::Normal(0.0, 1.0), &device);
+        // two masks of 48 x 81 (not square, odd width: the last stride-2 column reads the
+        // padding)
+        let x = Tensor::<4>::random([2, 1, 48, 81], Distribution::Normal(0.0, 1.0), &device);
         let host = m.forward_host(x.clone()).expect("explicit padding");
         let mut y = x;
         for l in &m.encoder {
