@@ -721,6 +721,15 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// Largest absolute elementwise difference, shared by the kernels' tests.
+    pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "max_abs_diff: lengths");
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    }
+
     /// Straightforward f64 attention with the same bias definitions.
     fn reference(qkv: &[f32], lay: &QkvLayout, g: &Grid, bias: Bias<'_>) -> Vec<f32> {
         let Grid {
@@ -800,11 +809,7 @@ pub(crate) mod tests {
         };
         let got = grid_attention(&qkv, &lay, &g, bias);
         let want = reference(&qkv, &lay, &g, bias);
-        let err = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let err = max_abs_diff(&got, &want);
         assert!(
             err < 2e-5,
             "nb {nb} grid {gh}x{gw} heads {nh}x{hd} mode {mode}: max err {err}"

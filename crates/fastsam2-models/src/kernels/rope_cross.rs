@@ -385,6 +385,15 @@ trait Products {
     /// during the scores, the keys two positions ahead.
     #[inline(always)]
     fn prefetch(_v: &[f32], _at: usize) {}
+
+    /// [`Self::prefetch`] of the `kv` floats from `v[at]` (one memory token), a cache line
+    /// (16 floats) at a time.
+    #[inline(always)]
+    fn prefetch_token(v: &[f32], at: usize, kv: usize) {
+        for c in (0..kv).step_by(16) {
+            Self::prefetch(v, at + c);
+        }
+    }
 }
 
 /// Plain Rust (LLVM vectorises it across the wrong loop: ~10x slower than AVX-512).
@@ -546,20 +555,16 @@ unsafe fn row_step_with<P: Products>(
     // position is formed once per chunk; with fewer frames, `np` rows per kernel call
     let group = rows_per_step(frames);
     let np = if ny == group { group } else { 1 };
+    // strides between the rows of a multi-row kernel call in u and st
+    let (us, ss) = (s * kv, s * QB);
     for x in 0..s {
         // the first frame's value tokens of these rows (needed after the scores), and the
         // key tokens two positions ahead
         for p in 0..ny {
-            let at = ((y0 + p) * s + x) * kv;
-            for c in (0..kv).step_by(16) {
-                P::prefetch(vals, at + c);
-            }
+            P::prefetch_token(vals, ((y0 + p) * s + x) * kv, kv);
             if x + 2 < s {
                 for t in 0..frames {
-                    let at = (t * l + (y0 + p) * s + x + 2) * kv;
-                    for c in (0..kv).step_by(16) {
-                        P::prefetch(u, at + c);
-                    }
+                    P::prefetch_token(u, (t * l + (y0 + p) * s + x + 2) * kv, kv);
                 }
             }
         }
@@ -571,53 +576,29 @@ unsafe fn row_step_with<P: Products>(
                 let mc = (frames - t0).min(8);
                 let ur = &u[t0 * stride_u + ((y0 + p0) * s + x) * kv..];
                 let sr = &mut st[t0 * stride_st + (p0 * s + x) * QB..];
-                let (us, ss) = (s * kv, s * QB);
+                macro_rules! scores {
+                    ($mc:literal, $np:literal) => {
+                        P::scores::<$mc, $np>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
+                    };
+                }
                 // SAFETY: the caller's contract; frames t0..t0 + mc at rows y0 + p0.. + np,
                 // column x are inside u / st (sizes asserted above).
                 unsafe {
                     match (mc, np) {
-                        (1, 4) => {
-                            P::scores::<1, 4>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (2, 4) => {
-                            P::scores::<2, 4>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (3, 2) => {
-                            P::scores::<3, 2>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (4, 2) => {
-                            P::scores::<4, 2>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (5, 2) => {
-                            P::scores::<5, 2>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (6, 2) => {
-                            P::scores::<6, 2>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (8, _) => {
-                            P::scores::<8, 1>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (7, _) => {
-                            P::scores::<7, 1>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (6, _) => {
-                            P::scores::<6, 1>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (5, _) => {
-                            P::scores::<5, 1>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (4, _) => {
-                            P::scores::<4, 1>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (3, _) => {
-                            P::scores::<3, 1>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        (2, _) => {
-                            P::scores::<2, 1>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
-                        _ => {
-                            P::scores::<1, 1>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
-                        }
+                        (1, 4) => scores!(1, 4),
+                        (2, 4) => scores!(2, 4),
+                        (3, 2) => scores!(3, 2),
+                        (4, 2) => scores!(4, 2),
+                        (5, 2) => scores!(5, 2),
+                        (6, 2) => scores!(6, 2),
+                        (8, _) => scores!(8, 1),
+                        (7, _) => scores!(7, 1),
+                        (6, _) => scores!(6, 1),
+                        (5, _) => scores!(5, 1),
+                        (4, _) => scores!(4, 1),
+                        (3, _) => scores!(3, 1),
+                        (2, _) => scores!(2, 1),
+                        _ => scores!(1, 1),
                     }
                 }
                 t0 += mc;
@@ -643,10 +624,7 @@ unsafe fn row_step_with<P: Products>(
                 for tt in 0..frames {
                     for y in y0 + ny..(y0 + 2 * ny).min(s) {
                         for x in 0..2 {
-                            let at = (tt * l + y * s + x) * kv;
-                            for c in (0..kv).step_by(16) {
-                                P::prefetch(u, at + c);
-                            }
+                            P::prefetch_token(u, (tt * l + y * s + x) * kv, kv);
                         }
                     }
                 }
@@ -969,7 +947,7 @@ mod avx512 {
 mod tests {
     use super::*;
     use crate::kernels::attention::attention_shared_values;
-    use crate::kernels::attention::tests::rand;
+    use crate::kernels::attention::tests::{max_abs_diff, rand};
     use crate::position_encoding::axial_rope;
 
     /// The unfolded computation: project and rotate the keys, then `attention_shared_values`.
@@ -1045,11 +1023,7 @@ mod tests {
             let got = rope_cross_impl(
                 &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale, portable,
             );
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let err = max_abs_diff(&got, &want);
             assert!(
                 err < 2e-5,
                 "side {side} hd {hd} kv {kv} frames {frames} ptr {n_ptr} b {b} bq {bq} portable {portable}: {err}"
