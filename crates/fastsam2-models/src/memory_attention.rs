@@ -255,18 +255,10 @@ impl RoPEAttention {
             && side * side == lq
             && frames > 0
             && frames * lq == n_rot
-            && fast_kernels()
-            && worth_folding(side, hd, kv, frames, b, bq == 1 && b > 1);
+            && fast_kernels();
         if !fold {
             return None;
         }
-        let kptr = if n_ptr > 0 {
-            to_host(self.k_proj.forward(k.clone().narrow(1, n_rot, n_ptr))).0
-        } else {
-            Vec::new()
-        };
-        let (kin, _) = to_host(k.clone());
-        let (vin, _) = to_host(v.clone());
         let (wk, _) = to_host(self.k_proj.weight.val());
         let bk = self.k_proj.bias.as_ref().map(|p| to_host(p.val()).0);
         let keys = RopeKeys {
@@ -277,6 +269,16 @@ impl RoPEAttention {
             bk: bk.as_deref(),
             table,
         };
+        if !worth_folding(&keys, frames, b, bq == 1 && b > 1) {
+            return None;
+        }
+        let kptr = if n_ptr > 0 {
+            to_host(self.k_proj.forward(k.clone().narrow(1, n_rot, n_ptr))).0
+        } else {
+            Vec::new()
+        };
+        let (kin, _) = to_host(k.clone());
+        let (vin, _) = to_host(v.clone());
         Some(rope_cross_attention(
             &keys, qh, bq, &kin, &vin, &kptr, b, frames, n_ptr, scale,
         ))
@@ -564,8 +566,20 @@ mod tests {
             rope_theta: 10000.0,
             feat_sizes: [8, 8],
         };
+        let (wk, table) = (
+            vec![0f32; 8 * 64],
+            crate::position_encoding::axial_rope(64, 8, 8, 10000.0),
+        );
+        let keys = crate::kernels::rope_cross::RopeKeys {
+            side: 8,
+            hd: 64,
+            kv: 8,
+            wk: &wk,
+            bk: None,
+            table: &table,
+        };
         assert!(crate::kernels::rope_cross::worth_folding(
-            8, 64, 8, 6, 2, false
+            &keys, 6, 2, false
         ));
         let m = cfg.init(&device);
         let ca = m.layers[0].cross_attn_image.clone();

@@ -122,9 +122,16 @@ impl MaskDownSampler {
         use crate::kernels::{simd::gelu_inplace, to_host};
         let [b, c0, h0, w0] = x.dims();
         let (xh, _) = to_host(x);
-        let mut cur = nchw_to_nhwc(&xh, b, c0, h0 * w0);
-        let (mut c, mut h, mut w) = (c0, h0, w0);
-        for l in &self.encoder {
+        // the first few-channel layers on row-interleaved planes (a GEMM or an im2col row
+        // per pixel is mostly overhead at 1-16 channels), the rest channels-last
+        let (rows, c, h, w, done) = self.planar_prefix(xh, b, c0, h0, w0);
+        let mut cur = if done == 0 {
+            nchw_to_nhwc(&rows, b, c, h * w)
+        } else {
+            nhcw_to_nhwc(&rows, c, w)
+        };
+        let (mut c, mut h, mut w) = (c, h, w);
+        for l in &self.encoder[done..] {
             match l {
                 DownLayer::Conv(conv) => {
                     let (y, ho, wo, co) = conv_nhwc(&cur, b, h, w, c, conv)?;
@@ -152,6 +159,161 @@ fn nchw_to_nhwc(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
         for ch in 0..c {
             for p in 0..hw {
                 out[(bi * hw + p) * c + ch] = x[(bi * c + ch) * hw + p];
+            }
+        }
+    }
+    out
+}
+
+impl MaskDownSampler {
+    /// The leading `(conv 3x3 stride 2 padding 1, LayerNorm2d, GELU)` triples with at most 16
+    /// output channels, on `[b, h, c, w]` buffers (each image row's channels as contiguous
+    /// planes; the input mask, `c = 1`, is already one): every output row is its own task, and
+    /// the convolution, the norm across channels and the GELU all run along the row
+    /// (`down_row`). Returns (buffer, c, h, w, layers consumed); with no layer consumed `x`
+    /// comes back as given (`[b, c, h, w]`).
+    fn planar_prefix(
+        &self,
+        mut x: Vec<f32>,
+        b: usize,
+        mut c: usize,
+        mut h: usize,
+        mut w: usize,
+    ) -> (Vec<f32>, usize, usize, usize, usize) {
+        use crate::kernels::to_host;
+        use rayon::prelude::*;
+        let mut done = 0;
+        while let [
+            DownLayer::Conv(conv),
+            DownLayer::Norm(norm),
+            DownLayer::Act(_),
+            ..,
+        ] = &self.encoder[done..]
+        {
+            let [co, ci, kh, kw] = conv.weight.dims();
+            // [b, c, h, w] is row-interleaved only for one channel
+            if (done == 0 && c > 1)
+                || ci != c
+                || co > 16
+                || [kh, kw] != [3, 3]
+                || conv.stride != [2, 2]
+                || conv.dilation != [1, 1]
+                || conv.groups != 1
+                || conv.padding != PaddingConfig2d::Explicit(1, 1, 1, 1)
+                || h < 2
+                || w < 2
+            {
+                break;
+            }
+            let (ho, wo) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+            let (wt, _) = to_host(conv.weight.val()); // [co, ci, 3, 3]
+            let bias = conv
+                .bias
+                .as_ref()
+                .map_or_else(|| vec![0f32; co], |p| to_host(p.val()).0);
+            let (nw, _) = to_host(norm.weight.val());
+            let (nb, _) = to_host(norm.bias.val());
+            let eps = norm.eps as f32;
+            let mut out = vec![0f32; b * ho * co * wo];
+            out.par_chunks_mut(co * wo)
+                .enumerate()
+                .for_each(|(r, dst)| {
+                    let (bi, oy) = (r / ho, r % ho);
+                    let img = &x[bi * h * c * w..(bi + 1) * h * c * w];
+                    down_row(img, c, h, w, oy, &wt, &bias, &nw, &nb, eps, dst);
+                });
+            (x, c, h, w) = (out, co, ho, wo);
+            done += 3;
+        }
+        (x, c, h, w, done)
+    }
+}
+
+/// One output row of a (conv 3x3 stride 2 padding 1, LayerNorm2d, GELU) triple: `img` is one
+/// image `[h, ci, w]`, `dst` the row `[co, wo]`. Each input row is split into the columns the
+/// three kernel columns read (odd to the left, even, odd to the right), so that every
+/// multiply-add runs along contiguous output columns.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn down_row_body(
+    img: &[f32],
+    ci: usize,
+    h: usize,
+    w: usize,
+    oy: usize,
+    wt: &[f32],
+    bias: &[f32],
+    nw: &[f32],
+    nb: &[f32],
+    eps: f32,
+    dst: &mut [f32],
+) {
+    let co = bias.len();
+    let wo = dst.len() / co;
+    let mut lanes = vec![0f32; 3 * wo];
+    for (o, row) in dst.chunks_exact_mut(wo).enumerate() {
+        row.fill(bias[o]);
+    }
+    for ky in 0..3 {
+        let Some(iy) = (2 * oy + ky).checked_sub(1).filter(|&iy| iy < h) else {
+            continue;
+        };
+        for c in 0..ci {
+            let src = &img[(iy * ci + c) * w..(iy * ci + c + 1) * w];
+            let (left, rest) = lanes.split_at_mut(wo);
+            let (mid, right) = rest.split_at_mut(wo);
+            for ox in 0..wo {
+                left[ox] = if ox > 0 { src[2 * ox - 1] } else { 0.0 };
+                mid[ox] = src[2 * ox];
+                right[ox] = if 2 * ox + 1 < w { src[2 * ox + 1] } else { 0.0 };
+            }
+            for (o, row) in dst.chunks_exact_mut(wo).enumerate() {
+                let k = &wt[((o * ci + c) * 3 + ky) * 3..][..3];
+                for (((a, l), m), r) in row.iter_mut().zip(&*left).zip(&*mid).zip(&*right) {
+                    *a += k[0] * l + k[1] * m + k[2] * r;
+                }
+            }
+        }
+    }
+    // LayerNorm2d across the channels of every column (biased variance), then GELU
+    let (mean, var) = lanes.split_at_mut(wo);
+    let var = &mut var[..wo];
+    mean.fill(0.0);
+    var.fill(0.0);
+    for row in dst.chunks_exact(wo) {
+        for (m, v) in mean.iter_mut().zip(row) {
+            *m += v;
+        }
+    }
+    let inv_c = 1.0 / co as f32;
+    for m in mean.iter_mut() {
+        *m *= inv_c;
+    }
+    for row in dst.chunks_exact(wo) {
+        for ((s, v), m) in var.iter_mut().zip(row).zip(&*mean) {
+            *s += (v - m) * (v - m);
+        }
+    }
+    for s in var.iter_mut() {
+        *s = 1.0 / (*s * inv_c + eps).sqrt();
+    }
+    for (o, row) in dst.chunks_exact_mut(wo).enumerate() {
+        for ((v, m), inv) in row.iter_mut().zip(&*mean).zip(&*var) {
+            let y = (*v - m) * inv * nw[o] + nb[o];
+            *v = 0.5 * y * (1.0 + crate::kernels::simd::erf(y * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+crate::kernels::simd::dispatch!(down_row, down_row_body, (img: &[f32], ci: usize, h: usize, w: usize, oy: usize, wt: &[f32], bias: &[f32], nw: &[f32], nb: &[f32], eps: f32, dst: &mut [f32]));
+
+/// [.., c, w] rows -> [.., w, c].
+fn nhcw_to_nhwc(x: &[f32], c: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (src, dst) in x.chunks_exact(c * w).zip(out.chunks_exact_mut(w * c)) {
+        for ch in 0..c {
+            for p in 0..w {
+                dst[p * c + ch] = src[ch * w + p];
             }
         }
     }
@@ -233,8 +395,8 @@ fn conv_nhwc(
     }
     let bias = conv.bias.as_ref().map(|p| to_host(p.val()).0);
     let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pl + pb + pr == 0;
-    // few taps x channels (the first, 1-channel layer): a GEMM with k = 9, n = 4 is mostly
-    // overhead; gather each row's taps and multiply in place
+    // few taps x channels (a 1-channel layer that `planar_prefix` did not take): a GEMM with
+    // k = 9, n = 4 is mostly overhead; gather each row's taps and multiply in place
     let small = !direct && k * co <= 256;
     let rows = b * ho * wo;
     let mut out = vec![0f32; rows * co];
@@ -258,46 +420,6 @@ fn conv_nhwc(
             }
         }
     };
-    if small && ci == 1 && sw == 2 {
-        // the first layer (1 channel, stride 2): per output row, the taps of every column
-        // gathered into contiguous lanes, then one vectorised multiply-add per tap and channel
-        out.par_chunks_mut(wo * co)
-            .enumerate()
-            .for_each(|(r, orow)| {
-                let (bi, oy) = (r / ho, r % ho);
-                let mut taps = vec![0f32; kh * kw * wo];
-                for ky in 0..kh {
-                    let iy = (oy * sh + ky) as isize - pt as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    let src = &x[(bi * h + iy as usize) * w..(bi * h + iy as usize + 1) * w];
-                    for kx in 0..kw {
-                        let lane = &mut taps[(ky * kw + kx) * wo..(ky * kw + kx + 1) * wo];
-                        for (ox, t) in lane.iter_mut().enumerate() {
-                            let ix = (ox * 2 + kx) as isize - pl as isize;
-                            if ix >= 0 && (ix as usize) < w {
-                                *t = src[ix as usize];
-                            }
-                        }
-                    }
-                }
-                let mut acc = vec![0f32; wo];
-                for o in 0..co {
-                    acc.fill(bias.as_ref().map_or(0.0, |bs| bs[o]));
-                    for (j, lane) in taps.chunks_exact(wo).enumerate() {
-                        let wv = rhs[j * co + o];
-                        for (a, t) in acc.iter_mut().zip(lane) {
-                            *a += wv * t;
-                        }
-                    }
-                    for (ox, a) in acc.iter().enumerate() {
-                        orow[ox * co + o] = *a;
-                    }
-                }
-            });
-        return Some((out, ho, wo, co));
-    }
     if small {
         out.par_chunks_mut(co * 1024)
             .enumerate()

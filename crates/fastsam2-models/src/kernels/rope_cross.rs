@@ -49,57 +49,247 @@ pub struct RopeKeys<'a> {
 }
 
 impl RopeKeys<'_> {
-    /// Rotated projection bases: `bx[X][d][c] = (R(x = X) w_d)[c]` for the `hd / 2` x-channels
-    /// and `by[Y][d][c]` likewise for the y-channels (`w_kv` = bias), each
-    /// `[side, kv + 1, hd / 2]`.
-    fn bases(&self) -> (Vec<f32>, Vec<f32>) {
+    /// The rotations of one axis as an `s x half` matrix: row `X` holds the (cos, sin) pairs
+    /// of position `X` (x: `(x = X, y = 0)`, first `half / 2` pairs; y: `(0, X)`, the rest).
+    fn rotations(&self, y: bool) -> Vec<f64> {
+        self.rotation_values(y).collect()
+    }
+
+    /// The entries of [`Self::rotations`], row by row.
+    fn rotation_values(&self, y: bool) -> impl Iterator<Item = f64> + '_ {
+        let (s, half) = (self.side, self.hd / 2);
+        let per = half; // pairs per table row
+        (0..s).flat_map(move |pos| {
+            let row = if y {
+                &self.table[pos * s * per + half / 2..(pos * s + 1) * per]
+            } else {
+                &self.table[pos * per..pos * per + half / 2]
+            };
+            row.iter().flat_map(|&(cos, sin)| [cos as f64, sin as f64])
+        })
+    }
+
+    /// [`Self::axis`], cached by the contents of the weights and rotations: every object and
+    /// frame reuses a layer's two (building one, ~1 MB, took ~0.4 ms, mostly first touches of
+    /// fresh pages). A few dozen entries at most (two per memory-attention layer and model).
+    fn tables(&self, y: bool) -> std::sync::Arc<Tables> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock};
+        /// The inputs (compared on a hit: a hash collision must not return another model's
+        /// tables) and the tables.
+        struct Entry {
+            wk: Vec<f32>,
+            bk: Option<Vec<f32>>,
+            rot: Vec<f64>,
+            tables: Arc<Tables>,
+        }
+        static CACHE: OnceLock<Mutex<HashMap<u64, Entry>>> = OnceLock::new();
+        let shape = [self.side, self.hd, self.kv, y as usize].map(|v| v as u64);
+        let words = shape
+            .into_iter()
+            .chain(
+                self.wk
+                    .iter()
+                    .chain(self.bk.unwrap_or(&[]))
+                    .map(|v| v.to_bits() as u64),
+            )
+            .chain(self.rotation_values(y).map(f64::to_bits));
+        // FNV-style multiply-xor with a rotation (SipHash took ~0.1 ms on these ~25k words)
+        let key = words.fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+            (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(23)
+        });
+        let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+        if let Some(e) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key)
+            && e.wk == self.wk
+            && e.bk.as_deref() == self.bk
+            && e.rot.iter().copied().eq(self.rotation_values(y))
+        {
+            return e.tables.clone();
+        }
+        let tables = Arc::new(self.axis(y));
+        let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+        if c.len() >= 64 {
+            c.clear();
+        }
+        let entry = Entry {
+            wk: self.wk.to_vec(),
+            bk: self.bk.map(<[f32]>::to_vec),
+            rot: self.rotations(y),
+            tables: tables.clone(),
+        };
+        c.insert(key, entry);
+        tables
+    }
+
+    /// The G-table factors of one axis (see [`Tables`]).
+    fn axis(&self, y: bool) -> Tables {
         let (s, hd, kv) = (self.side, self.hd, self.kv);
         let half = hd / 2;
-        let per = hd / 2; // pairs per table row
+        let off = if y { half } else { 0 };
         let zeros = vec![0f32; hd];
-        let mut bx = vec![0f32; s * (kv + 1) * half];
-        let mut by = vec![0f32; s * (kv + 1) * half];
-        for pos in 0..s {
-            let rx = &self.table[pos * per..(pos + 1) * per]; // (x = pos, y = 0)
-            let ry = &self.table[pos * s * per..(pos * s + 1) * per]; // (x = 0, y = pos)
-            for d in 0..=kv {
+        let rot = self.rotations(y);
+        let f = factors(&rot, s, half);
+        // a basis row per (rotation row, key channel): the channel's x / y weights rotated by
+        // it; with the positions' own rotations (`rows` = `s`) this is `R(X) w_d` itself
+        let (rows, rot_rows, u) = if f.worth(s, half) {
+            (
+                f.r,
+                &f.q,
+                Some(f.u.iter().map(|&v| v as f32).collect::<Vec<f32>>()),
+            )
+        } else {
+            (s, &rot, None)
+        };
+        let rot32: Vec<f32> = rot_rows[..rows * half].iter().map(|&v| v as f32).collect();
+        let mut basis = vec![0f32; rows * (kv + 1) * half];
+        for (k, block) in basis.chunks_exact_mut((kv + 1) * half).enumerate() {
+            let cs = &rot32[k * half..(k + 1) * half];
+            for (d, dst) in block.chunks_exact_mut(half).enumerate() {
                 let w: &[f32] = if d < kv {
                     &self.wk[d * hd..(d + 1) * hd]
                 } else {
                     self.bk.unwrap_or(&zeros)
                 };
-                let o = (pos * (kv + 1) + d) * half;
-                for c in 0..half / 2 {
-                    let (cos, sin) = rx[c];
-                    let (a, b) = (w[2 * c], w[2 * c + 1]);
-                    bx[o + 2 * c] = a * cos - b * sin;
-                    bx[o + 2 * c + 1] = a * sin + b * cos;
-                    let (cos, sin) = ry[half / 2 + c];
-                    let (a, b) = (w[half + 2 * c], w[half + 2 * c + 1]);
-                    by[o + 2 * c] = a * cos - b * sin;
-                    by[o + 2 * c + 1] = a * sin + b * cos;
+                let w = &w[off..off + half];
+                for ((o, w), r) in dst
+                    .chunks_exact_mut(2)
+                    .zip(w.chunks_exact(2))
+                    .zip(cs.chunks_exact(2))
+                {
+                    let ((a, b), (cos, sin)) = ((w[0], w[1]), (r[0], r[1]));
+                    o[0] = a * cos - b * sin;
+                    o[1] = a * sin + b * cos;
                 }
             }
         }
-        (bx, by)
+        Tables { rows, basis, u }
     }
+}
+
+/// Low-rank factors of an axis's rotations, `u [side, r] q [r, half]` ([`low_rank`]).
+struct Factors {
+    r: usize,
+    u: Vec<f64>,
+    q: Vec<f64>,
+}
+
+impl Factors {
+    /// Whether the factored tables take fewer multiply-adds than the direct ones.
+    fn worth(&self, side: usize, half: usize) -> bool {
+        self.r * (half + side) < side * half
+    }
+}
+
+/// [`low_rank`] of `rot [side, half]`, cached by its bits (the same two matrices serve every
+/// layer, object and frame of a model; factoring one takes ~0.5 ms).
+fn factors(rot: &[f64], side: usize, half: usize) -> std::sync::Arc<Factors> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Cache = HashMap<(usize, Vec<u64>), Arc<Factors>>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let key = (side, rot.iter().map(|v| v.to_bits()).collect::<Vec<u64>>());
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(f) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return f.clone();
+    }
+    let (u, q) = low_rank(rot, side, half, LOW_RANK_TOL);
+    let f = Arc::new(Factors {
+        r: u.len() / side,
+        u,
+        q,
+    });
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, f.clone());
+    f
+}
+
+/// Largest residual norm of a row (relative to the largest row norm) that [`low_rank`]
+/// leaves: about 2e-7 per entry for SAM 2's rotations, a few times the f32 rounding of the
+/// table's own cos / sin values (1e-7 would keep rank 30 of that rounding noise instead of 27).
+const LOW_RANK_TOL: f64 = 3e-7;
+
+/// `t [m, n] ~= u [m, r] q [r, n]` with orthonormal rows in `q`: Gram-Schmidt on the rows of
+/// `t` with pivoting (the row with the largest residual next), until every row's residual norm
+/// is below `tol` times the largest row norm. SAM 2's 64 x 128 axis rotation matrix has
+/// numerical rank ~27 (its low frequencies barely turn over 64 positions).
+fn low_rank(t: &[f64], m: usize, n: usize, tol: f64) -> (Vec<f64>, Vec<f64>) {
+    let mut res = t.to_vec();
+    let norm = |r: &[f64]| r.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let top = (0..m)
+        .map(|i| norm(&t[i * n..(i + 1) * n]))
+        .fold(0.0, f64::max);
+    let mut q: Vec<f64> = Vec::new();
+    while q.len() / n < m.min(n) {
+        let (best, bn) = (0..m)
+            .map(|i| (i, norm(&res[i * n..(i + 1) * n])))
+            .fold((0, -1.0), |a, b| if b.1 > a.1 { b } else { a });
+        if bn <= tol * top {
+            break;
+        }
+        let dir: Vec<f64> = res[best * n..(best + 1) * n]
+            .iter()
+            .map(|v| v / bn)
+            .collect();
+        for i in 0..m {
+            let row = &mut res[i * n..(i + 1) * n];
+            let c: f64 = row.iter().zip(&dir).map(|(a, b)| a * b).sum();
+            for (v, d) in row.iter_mut().zip(&dir) {
+                *v -= c * d;
+            }
+        }
+        q.extend(dir);
+    }
+    let r = q.len() / n;
+    // coefficients against the orthonormal rows (a projection: residuals as above)
+    let mut u = vec![0f64; m * r];
+    for i in 0..m {
+        for k in 0..r {
+            u[i * r + k] = t[i * n..(i + 1) * n]
+                .iter()
+                .zip(&q[k * n..(k + 1) * n])
+                .map(|(a, b)| a * b)
+                .sum();
+        }
+    }
+    (u, q)
+}
+
+/// How one axis's G table is formed from a block's queries: `basis [rows (kv + 1), half]`
+/// times the queries' half of channels gives `[rows][kv + 1][GT]`; that is the table itself
+/// (`u = None`, rows = positions) or, through the low-rank factors of the rotations, its
+/// coefficients, and `u [side, rows]` times them the table (fewer multiply-adds when
+/// `rows (half + side) < side half`: SAM 2, 27 x 192 vs 64 x 128).
+struct Tables {
+    rows: usize,
+    basis: Vec<f32>,
+    u: Option<Vec<f32>>,
 }
 
 /// Whether the folded kernel is expected to beat rotating the projected keys and running
 /// `attention_shared_values`, from multiply-add counts weighted by measured rates (SAM 2's
-/// shapes, `rope_cross_speed` below, best of 5 with 2 threads: plain 28 ms per memory frame,
-/// folded ~38 ms + 11.3 ms per frame, i.e. the G tables and their fixed costs weigh 1.65
-/// times their multiply-adds, the folded products 1.0 times).
+/// shapes, `rope_cross_speed` below, best of 5 with 2 threads: plain 28.5 ms per memory
+/// frame, folded ~31 ms + 11.1 ms per frame with the low-rank tables, i.e. the G tables and
+/// their fixed costs weigh 2.17 times their multiply-adds, the folded products 1.0 times).
 pub fn worth_folding(
-    side: usize,
-    hd: usize,
-    kv: usize,
+    keys: &RopeKeys<'_>,
     frames: usize,
     objects: usize,
     shared_queries: bool,
 ) -> bool {
-    let tables = side * (kv + 1) * hd * if shared_queries { 1 } else { objects };
-    let folded = 1.65 * tables as f64 + (objects * frames * side * side * 2 * kv) as f64;
+    let (side, hd, kv) = (keys.side, keys.hd, keys.kv);
+    let half = hd / 2;
+    // multiply-adds per query of the two G tables
+    let per_query: usize = [false, true]
+        .map(|y| {
+            let t = keys.tables(y);
+            t.rows * (kv + 1) * (half + if t.u.is_some() { side } else { 0 })
+        })
+        .iter()
+        .sum();
+    let tables = per_query * if shared_queries { 1 } else { objects };
+    let folded = 2.17 * tables as f64 + (objects * frames * side * side * 2 * kv) as f64;
     let plain = (objects * frames * side * side * (hd + kv)) as f64;
     folded < plain
 }
@@ -161,7 +351,7 @@ fn rope_cross_impl(
         "rope_cross_attention: buffer sizes"
     );
     let half = hd / 2;
-    let (bx, by) = keys.bases();
+    let tables = [keys.tables(false), keys.tables(true)];
     let blocks = l.div_ceil(GT);
     let mut out = vec![0f32; b * l * kv];
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -173,18 +363,27 @@ fn rope_cross_impl(
         let mut gx = vec![0f32; s * (kv + 1) * GT];
         let mut gy = vec![0f32; s * (kv + 1) * GT];
         let qp = q[(bi * l + q0) * hd..].as_ptr();
-        for (g, basis, off) in [(&mut gx, &bx, 0), (&mut gy, &by, half)] {
-            // SAFETY: basis is [side (kv + 1), half] row-major; q rows q0..q0 + nt exist;
-            // g is [side (kv + 1), GT] and we write its first nt columns.
+        let mut coef = Vec::new();
+        for ((g, t), off) in [&mut gx, &mut gy].into_iter().zip(&tables).zip([0, half]) {
+            let dst = match &t.u {
+                Some(_) => {
+                    coef.resize(t.rows * (kv + 1) * GT, 0.0);
+                    coef.as_mut_ptr()
+                }
+                None => g.as_mut_ptr(),
+            };
+            // SAFETY: the basis is [rows (kv + 1), half] row-major; q rows q0..q0 + nt exist;
+            // dst is [rows (kv + 1), GT] and we write its first nt columns (the others stay
+            // zero: `coef` is only ever written there too).
             unsafe {
                 gemm_f32(
-                    s * (kv + 1),
+                    t.rows * (kv + 1),
                     nt,
                     half,
-                    g.as_mut_ptr(),
+                    dst,
                     GT,
                     false,
-                    basis.as_ptr(),
+                    t.basis.as_ptr(),
                     half as isize,
                     1,
                     qp.add(off),
@@ -193,6 +392,26 @@ fn rope_cross_impl(
                     scale,
                 )
             };
+            if let Some(u) = &t.u {
+                // SAFETY: u is [side, rows], coef [rows, (kv + 1) GT], g [side, (kv + 1) GT].
+                unsafe {
+                    gemm_f32(
+                        s,
+                        (kv + 1) * GT,
+                        t.rows,
+                        g.as_mut_ptr(),
+                        (kv + 1) * GT,
+                        false,
+                        u.as_ptr(),
+                        t.rows as isize,
+                        1,
+                        coef.as_ptr(),
+                        ((kv + 1) * GT) as isize,
+                        1,
+                        1.0,
+                    )
+                };
+            }
         }
         let rows = rows_per_step(frames);
         let mut st = vec![0f32; (frames * rows * s).max(n_ptr) * QB];
@@ -1042,6 +1261,53 @@ mod tests {
         check(7, 16, 8, 5, 2, 2, 1);
         check(7, 16, 16, 3, 0, 1, 1);
         check(8, 32, 16, 7, 1, 1, 1);
+        // a grid long enough for the low-rank G tables (rank 13 of 32 positions)
+        assert!(
+            RopeKeys {
+                side: 32,
+                hd: 64,
+                kv: 8,
+                wk: &[0.0; 8 * 64],
+                bk: None,
+                table: &axial_rope(64, 32, 32, 10000.0),
+            }
+            .axis(true)
+            .u
+            .is_some()
+        );
+        check(32, 64, 8, 3, 2, 2, 1);
+    }
+
+    /// SAM 2's axis rotations (64 positions, 64 frequencies) factor at rank < 32 within the
+    /// tolerance, and the factors reproduce the matrix.
+    #[test]
+    fn rotations_factor_at_low_rank() {
+        let table = axial_rope(256, 64, 64, 10000.0);
+        let keys = RopeKeys {
+            side: 64,
+            hd: 256,
+            kv: 64,
+            wk: &[0.0; 64 * 256],
+            bk: None,
+            table: &table,
+        };
+        for y in [false, true] {
+            let t = keys.rotations(y);
+            let (u, q) = low_rank(&t, 64, 128, LOW_RANK_TOL);
+            let r = u.len() / 64;
+            assert!((20..=27).contains(&r), "rank {r}");
+            for i in 0..64 {
+                // each row's norm is 8 (64 unit (cos, sin) pairs)
+                let err = (0..128)
+                    .map(|j| {
+                        let v: f64 = (0..r).map(|k| u[i * r + k] * q[k * 128 + j]).sum();
+                        (v - t[i * 128 + j]).powi(2)
+                    })
+                    .sum::<f64>()
+                    .sqrt();
+                assert!(err <= LOW_RANK_TOL * 8.0, "row {i}: residual {err}");
+            }
+        }
     }
 
     /// Timing on SAM 2's shapes (4096 queries, 256 channels, 64-wide memories), folded vs
