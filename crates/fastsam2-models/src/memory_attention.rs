@@ -126,6 +126,15 @@ pub fn apply_rope(x: Tensor<4>, t: &RopeTables) -> Tensor<4> {
     Tensor::cat(vec![r0, r1], 4).reshape([b, nh, l, hd])
 }
 
+/// The memory's key inputs (tokens + position encoding) and value inputs (tokens) as host
+/// buffers, `[B, M, kv]` each: made once per frame and object batch and read by every
+/// layer's folded cross-attention (instead of four additions and eight copies of ~2 M floats).
+#[derive(Clone, Debug)]
+pub struct HostKv {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
 #[derive(Module, Debug)]
 pub struct RoPEAttention {
     pub q_proj: Linear,
@@ -181,6 +190,19 @@ impl RoPEAttention {
         v: Tensor<3>,
         num_k_exclude_rope: usize,
     ) -> Tensor<3> {
+        self.forward_fused_with(q, k, v, num_k_exclude_rope, None)
+    }
+
+    /// [`Self::forward_fused`] with `k` / `v` also given as host buffers (`host`), which
+    /// the folded cross-attention then reads instead of copying the tensors.
+    pub fn forward_fused_with(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        num_k_exclude_rope: usize,
+        host: Option<&HostKv>,
+    ) -> Tensor<3> {
         use crate::kernels::attention::{attention, attention_shared_values};
         use crate::kernels::{from_host, to_host};
         let device = q.device();
@@ -196,9 +218,16 @@ impl RoPEAttention {
         let scale = (hd as f32).powf(-0.5);
         let vd = v.dims()[2];
         let n_rot = lk - num_k_exclude_rope;
-        if let Some(px) =
-            self.try_folded(&qh, [bq, lq, hd], &k, &v, num_k_exclude_rope, &table, scale)
-        {
+        if let Some(px) = self.try_folded(
+            &qh,
+            [bq, lq, hd],
+            &k,
+            &v,
+            num_k_exclude_rope,
+            &table,
+            scale,
+            host,
+        ) {
             return self.project_values(px, b, lq, vd, &device);
         }
         if bq < b {
@@ -239,6 +268,7 @@ impl RoPEAttention {
         n_ptr: usize,
         table: &[(f32, f32)],
         scale: f32,
+        host: Option<&HostKv>,
     ) -> Option<Vec<f32>> {
         use crate::kernels::rope_cross::{
             RopeKeys, fast_kernels, rope_cross_attention, worth_folding,
@@ -277,10 +307,17 @@ impl RoPEAttention {
         } else {
             Vec::new()
         };
-        let (kin, _) = to_host(k.clone());
-        let (vin, _) = to_host(v.clone());
+        let n = b * lk * kv;
+        let owned;
+        let (kin, vin) = match host {
+            Some(h) if h.k.len() == n && h.v.len() == n => (&h.k[..], &h.v[..]),
+            _ => {
+                owned = (to_host(k.clone()).0, to_host(v.clone()).0);
+                (&owned.0[..], &owned.1[..])
+            }
+        };
         Some(rope_cross_attention(
-            &keys, qh, bq, &kin, &vin, &kptr, b, frames, n_ptr, scale,
+            &keys, qh, bq, kin, vin, &kptr, b, frames, n_ptr, scale,
         ))
     }
 
@@ -407,10 +444,27 @@ impl MemoryAttentionLayer {
         pos: Tensor<3>,
         num_k_exclude_rope: usize,
     ) -> Tensor<3> {
+        self.forward_cross_mlp_kv(tgt, memory.clone() + pos, memory, num_k_exclude_rope, None)
+    }
+
+    /// [`Self::forward_cross_mlp`] from the key inputs (`memory + pos`) and value inputs
+    /// (`memory`), optionally with their host copies (see [`HostKv`]).
+    pub fn forward_cross_mlp_kv(
+        &self,
+        tgt: Tensor<3>,
+        k_in: Tensor<3>,
+        memory: Tensor<3>,
+        num_k_exclude_rope: usize,
+        host: Option<&HostKv>,
+    ) -> Tensor<3> {
         let t2 = self.norm2.forward(tgt.clone());
-        let attn =
+        let attn = if crate::kernels::host_fast_path(&t2.device()) {
             self.cross_attn_image
-                .forward(t2, memory.clone() + pos, memory, num_k_exclude_rope);
+                .forward_fused_with(t2, k_in, memory, num_k_exclude_rope, host)
+        } else {
+            self.cross_attn_image
+                .forward_generic(t2, k_in, memory, num_k_exclude_rope)
+        };
         // a [1, L, C] target shared by every object: its queries were computed once
         let [b, l, c] = attn.dims();
         let tgt = if tgt.dims()[0] != b {
@@ -480,12 +534,25 @@ impl MemoryAttention {
     ) -> Tensor<3> {
         // layer 0's cross-attention takes `first` as it is: one row shared by every object
         let mut out = first;
+        let k_in = memory.clone() + memory_pos;
+        let host = crate::kernels::host_fast_path(&memory.device()).then(|| {
+            use crate::kernels::to_host;
+            HostKv {
+                k: to_host(k_in.clone()).0,
+                v: to_host(memory.clone()).0,
+            }
+        });
         for (i, layer) in self.layers.iter().enumerate() {
-            out = if i == 0 {
-                layer.forward_cross_mlp(out, memory.clone(), memory_pos.clone(), num_obj_ptr_tokens)
-            } else {
-                layer.forward(out, memory.clone(), memory_pos.clone(), num_obj_ptr_tokens)
-            };
+            if i > 0 {
+                out = layer.forward_self(out);
+            }
+            out = layer.forward_cross_mlp_kv(
+                out,
+                k_in.clone(),
+                memory.clone(),
+                num_obj_ptr_tokens,
+                host.as_ref(),
+            );
         }
         let b = memory.dims()[0];
         let [fb, l, c] = out.dims();

@@ -542,6 +542,50 @@ impl Sam2 {
                 .forward(curr, curr_pos, memory, memory_pos, 0);
             return out.swap_dims(1, 2).reshape([b, c, h, w]);
         }
+        let (memory, memory_pos, num_obj_ptr_tokens) = self.gather_memory(
+            frame_idx,
+            bank,
+            maskmem_pos_enc,
+            num_frames,
+            track_in_reverse,
+            c,
+            &device,
+        );
+        let out = match frame_part {
+            Some(first) => self.memory_attention.forward_from_first_self(
+                first.clone(),
+                memory,
+                memory_pos,
+                num_obj_ptr_tokens,
+            ),
+            None => {
+                let curr_pos = pos.flatten::<3>(2, 3).swap_dims(1, 2);
+                self.memory_attention.forward(
+                    curr,
+                    curr_pos,
+                    memory,
+                    memory_pos,
+                    num_obj_ptr_tokens,
+                )
+            }
+        };
+        out.swap_dims(1, 2).reshape([b, c, h, w])
+    }
+
+    /// The memory bank of one object for a tracked frame, as `_prepare_memory_conditioned_features`
+    /// assembles it: (memory tokens [1, M, mem], their position encoding [1, M, mem], the
+    /// number of object-pointer tokens at the end). `c`: the model's hidden width.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gather_memory(
+        &self,
+        frame_idx: usize,
+        bank: &MemoryBank<'_>,
+        maskmem_pos_enc: &Tensor<4>,
+        num_frames: usize,
+        track_in_reverse: bool,
+        c: usize,
+        device: &Device,
+    ) -> (Tensor<3>, Tensor<3>, usize) {
         let cfg = &self.cfg;
         let mem_dim = cfg.mem_dim();
         let (selected, unselected) =
@@ -632,13 +676,13 @@ impl Sam2 {
                     mem_dim
                 };
                 let p: Vec<f32> = pos_and_ptrs.iter().map(|(d, _)| d / t_diff_max).collect();
-                let pe = tensor_from_vec(sine_1d(&p, tpos_dim), [n, tpos_dim], &device);
+                let pe = tensor_from_vec(sine_1d(&p, tpos_dim), [n, tpos_dim], device);
                 match &self.obj_ptr_tpos_proj {
                     Some(l) => l.forward(pe),
                     None => pe,
                 }
             } else {
-                Tensor::zeros([n, mem_dim], &device)
+                Tensor::zeros([n, mem_dim], device)
             };
             // split each C-wide pointer into C / mem_dim tokens of mem_dim
             let split = c / mem_dim;
@@ -657,27 +701,54 @@ impl Sam2 {
             mem.push(ptrs.unsqueeze::<3>());
             mem_pos.push(obj_pos.unsqueeze::<3>());
         }
-        let memory = Tensor::cat(mem, 1);
-        let memory_pos = Tensor::cat(mem_pos, 1);
-        let out = match frame_part {
-            Some(first) => self.memory_attention.forward_from_first_self(
-                first.clone(),
+        (
+            Tensor::cat(mem, 1),
+            Tensor::cat(mem_pos, 1),
+            num_obj_ptr_tokens,
+        )
+    }
+
+    /// [`Self::condition_on_memory`] for several objects of one tracked (not initial
+    /// conditioning) frame, from [`Self::memory_attention_frame_part`] of its features and
+    /// each object's [`Self::gather_memory`]. Objects whose banks have the same layout (token
+    /// count, pointer tokens) run as one batch, so that the first layer's cross-attention
+    /// projects and folds the shared queries once for all of them. Returns [1, C, H, W] per
+    /// object, in order.
+    pub fn condition_on_memories(
+        &self,
+        frame_part: &Tensor<3>,
+        memories: Vec<(Tensor<3>, Tensor<3>, usize)>,
+        [h, w]: [usize; 2],
+    ) -> Vec<Tensor<4>> {
+        let c = frame_part.dims()[2];
+        let mut out: Vec<Option<Tensor<4>>> = vec![None; memories.len()];
+        // groups of object indices with equal (tokens, pointer tokens), in first-seen order
+        let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+        for (i, (m, _, n_ptr)) in memories.iter().enumerate() {
+            let key = (m.dims()[1], *n_ptr);
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, g)) => g.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        for ((_, n_ptr), idx) in groups {
+            let memory = Tensor::cat(idx.iter().map(|&i| memories[i].0.clone()).collect(), 0);
+            let memory_pos = Tensor::cat(idx.iter().map(|&i| memories[i].1.clone()).collect(), 0);
+            let res = self.memory_attention.forward_from_first_self(
+                frame_part.clone(),
                 memory,
                 memory_pos,
-                num_obj_ptr_tokens,
-            ),
-            None => {
-                let curr_pos = pos.flatten::<3>(2, 3).swap_dims(1, 2);
-                self.memory_attention.forward(
-                    curr,
-                    curr_pos,
-                    memory,
-                    memory_pos,
-                    num_obj_ptr_tokens,
-                )
+                n_ptr,
+            );
+            let k = idx.len();
+            let res = res.swap_dims(1, 2).reshape([k, c, h, w]);
+            for (j, &i) in idx.iter().enumerate() {
+                out[i] = Some(res.clone().narrow(0, j, 1));
             }
-        };
-        out.swap_dims(1, 2).reshape([b, c, h, w])
+        }
+        out.into_iter()
+            .map(|t| t.expect("every object is in a group"))
+            .collect()
     }
 
     /// `_encode_new_memory`: (bf16-rounded features [B, mem, 64, 64], pos [1, mem, 64, 64]);

@@ -682,15 +682,25 @@ impl Session {
             let pos_enc = self.maskmem_pos_enc(sam2, feats);
             // the first memory-attention self-attention depends on the frame only: once for
             // all objects
+            let t0 = std::time::Instant::now();
             let frame_part = (b > 1 && !is_init_cond_frame).then(|| {
                 sam2.memory_attention_frame_part(
                     feats.vision_feat.clone(),
                     feats.vision_pos.clone(),
                 )
             });
-            let conditioned: Vec<Tensor<4>> = objs
+            tracing::debug!(
+                frame,
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "memory attention, shared part"
+            );
+            // tracked frames with several objects: each object's bank, then the memory
+            // attention batched over the objects whose banks have the same layout
+            let mut gathered = Vec::new();
+            let t_all = std::time::Instant::now();
+            let mut conditioned: Vec<Tensor<4>> = objs
                 .iter()
-                .map(|&oi| {
+                .filter_map(|&oi| {
                     let o = &self.objects[oi];
                     let cond: Vec<(usize, FrameMemory)> = o
                         .cond
@@ -716,7 +726,15 @@ impl Session {
                         cond: cond_refs,
                         non_cond: &lookup,
                     };
-                    sam2.condition_on_memory(
+                    if frame_part.is_some() {
+                        let c = feats.vision_feat.dims()[1];
+                        gathered.push(sam2.gather_memory(
+                            frame, &bank, &pos_enc, num_frames, reverse, c, &device,
+                        ));
+                        return None;
+                    }
+                    let t0 = std::time::Instant::now();
+                    let out = sam2.condition_on_memory(
                         frame,
                         is_init_cond_frame,
                         feats.vision_feat.clone(),
@@ -726,9 +744,36 @@ impl Session {
                         num_frames,
                         reverse,
                         frame_part.as_ref(),
-                    )
+                    );
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        let _ = out.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data();
+                        tracing::debug!(
+                            frame,
+                            obj = oi,
+                            ms = t0.elapsed().as_secs_f64() * 1e3,
+                            "memory attention, per object"
+                        );
+                    }
+                    Some(out)
                 })
                 .collect();
+            if let Some(first) = &frame_part {
+                let [_, _, h, w] = feats.vision_feat.dims();
+                conditioned = sam2.condition_on_memories(first, gathered, [h, w]);
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let _ = conditioned[0]
+                        .clone()
+                        .slice([0..1, 0..1, 0..1, 0..1])
+                        .into_data();
+                    tracing::debug!(
+                        frame,
+                        b,
+                        ms = t_all.elapsed().as_secs_f64() * 1e3,
+                        "memory attention, all objects"
+                    );
+                }
+            }
+            let t0 = std::time::Instant::now();
             let pix = Tensor::cat(conditioned, 0);
             let n_pts = points
                 .first()
@@ -779,14 +824,22 @@ impl Session {
                 _ => None,
             };
             let multimask = sam2.use_multimask(is_init_cond_frame, n_pts);
-            sam2.forward_sam_heads(
+            let h = sam2.forward_sam_heads(
                 pix,
                 sam_points.as_ref(),
                 mask_prompt,
                 Some(high_res),
                 multimask,
-            )
+            );
+            tracing::debug!(
+                frame,
+                b,
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "prompt encoder + mask decoder"
+            );
+            h
         };
+        let t0 = std::time::Instant::now();
         let memory = run_mem_encoder.then(|| {
             let (f, _) = sam2.encode_new_memory(
                 feats.vision_feat.clone(), // one row: shared by every object
@@ -796,7 +849,14 @@ impl Session {
             );
             f
         });
-        (0..b)
+        tracing::debug!(
+            frame,
+            b,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "memory encoder"
+        );
+        let t0 = std::time::Instant::now();
+        let outs = (0..b)
             .map(|i| {
                 let sl4 = |t: &Tensor<4>| {
                     let [_, c, h, w] = t.dims();
@@ -816,7 +876,14 @@ impl Session {
                     obj_ptr,
                 }
             })
-            .collect()
+            .collect();
+        tracing::debug!(
+            frame,
+            b,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "outputs packed"
+        );
+        outs
     }
 
     /// The memories' position encoding (a constant of the model).
@@ -947,7 +1014,13 @@ impl Session {
             .filter(|&i| !self.objects[i].cond.contains_key(&frame))
             .collect();
         if !need.is_empty() {
+            let t0 = std::time::Instant::now();
             let feats = self.features(frame)?;
+            tracing::debug!(
+                frame,
+                ms = t0.elapsed().as_secs_f64() * 1e3,
+                "image encoder"
+            );
             let k = need.len();
             let outs = self.run_frame(
                 &need,
@@ -967,7 +1040,14 @@ impl Session {
         for o in &mut self.objects {
             o.tracked.insert(frame, reverse);
         }
-        Ok(self.consolidate(frame, false))
+        let t0 = std::time::Instant::now();
+        let masks = self.consolidate(frame, false);
+        tracing::debug!(
+            frame,
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "outputs consolidated"
+        );
+        Ok(masks)
     }
 
     /// The stored output of an object on a frame, for inspection and parity checks:

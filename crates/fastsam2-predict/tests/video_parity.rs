@@ -137,10 +137,20 @@ fn check(dir: &Path, frames: Option<&Path>, tol: f32) {
                     .abs();
                 let dp = max_abs_diff(&out.obj_ptr, &refs.tensors[&format!("{k}/obj_ptr")].data);
                 let (mf, md) = out.maskmem_features.expect("memory encoded");
-                let dm = max_abs_diff(
+                let dm = memory_diff(
                     &sub(&mf, md[1], md[2], md[3], s),
                     &refs.tensors[&format!("{k}/maskmem_features_sub")].data,
+                    [md[1], md[2] / s, md[3] / s],
+                    s,
+                    out.is_cond.then_some(&out.low_res[..]),
                 );
+                if dm.1 > 0 {
+                    println!(
+                        "{k}: {} memory cells at a binarisation boundary left out",
+                        dm.1
+                    );
+                }
+                let dm = dm.0;
                 worst[1] = worst[1].max(dl);
                 worst[2] = worst[2].max(ds);
                 worst[3] = worst[3].max(dp);
@@ -168,6 +178,47 @@ fn check(dir: &Path, frames: Option<&Path>, tol: f32) {
     );
     // bf16 memories: one bf16 step (2^-8 relative) where a value sits on a rounding boundary
     assert!(worst[4] <= 2e-2, "memory features differ: {worst:?}");
+}
+
+/// Max |diff| of sub-sampled memory features `[c, h, w]` (grid stride `s` on the 64x64 map).
+/// A prompted frame's memory is encoded from its mask binarised at 0 (sam2's
+/// `binarize_mask_from_pts_for_mem_enc`), and a pixel whose logit is within the logits'
+/// tolerance of 0 can land on either side: that moves the memory of the cells around it
+/// by far more than a bf16 step. On such frames (`low_res`: the frame's 256x256 logits),
+/// cells with a logit within 1e-3 of 0 in their neighbourhood (their mask-downsampler and
+/// fuser field, +-6 cells) are left out. Returns (max diff, cells left out).
+fn memory_diff(
+    got: &[f32],
+    want: &[f32],
+    [c, h, w]: [usize; 3],
+    s: usize,
+    low_res: Option<&[f32]>,
+) -> (f32, usize) {
+    assert_eq!(got.len(), want.len());
+    let mut worst = 0f32;
+    let mut left_out = 0;
+    for y in 0..h {
+        for x in 0..w {
+            let d = (0..c)
+                .map(|ch| (got[(ch * h + y) * w + x] - want[(ch * h + y) * w + x]).abs())
+                .fold(0f32, f32::max);
+            let at_boundary = d > 2e-2
+                && low_res.is_some_and(|lr| {
+                    // cell (y s, x s) of the feature grid covers `k` x `k` low-res pixels
+                    let n = (lr.len() as f64).sqrt() as usize;
+                    let k = n / (h * s);
+                    let (cy, cx) = (k * y * s + k / 2, k * x * s + k / 2);
+                    let r = |v: usize| v.saturating_sub(6 * k)..(v + 6 * k).min(n);
+                    r(cy).any(|yy| r(cx).any(|xx| lr[yy * n + xx].abs() < 1e-3))
+                });
+            if at_boundary {
+                left_out += 1;
+            } else {
+                worst = worst.max(d);
+            }
+        }
+    }
+    (worst, left_out)
 }
 
 #[test]
