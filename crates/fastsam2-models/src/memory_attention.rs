@@ -362,8 +362,20 @@ impl RoPEAttention {
         v: Tensor<3>,
         num_k_exclude_rope: usize,
     ) -> Tensor<3> {
+        self.forward_with(q, k, v, num_k_exclude_rope, None)
+    }
+
+    /// [`Self::forward`] with `k` / `v` optionally also as host buffers (see [`HostKv`]).
+    pub fn forward_with(
+        &self,
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        num_k_exclude_rope: usize,
+        host: Option<&HostKv>,
+    ) -> Tensor<3> {
         if crate::kernels::host_fast_path(&q.device()) {
-            return self.forward_fused(q, k, v, num_k_exclude_rope);
+            return self.forward_fused_with(q, k, v, num_k_exclude_rope, host);
         }
         self.forward_generic(q, k, v, num_k_exclude_rope)
     }
@@ -458,13 +470,9 @@ impl MemoryAttentionLayer {
         host: Option<&HostKv>,
     ) -> Tensor<3> {
         let t2 = self.norm2.forward(tgt.clone());
-        let attn = if crate::kernels::host_fast_path(&t2.device()) {
-            self.cross_attn_image
-                .forward_fused_with(t2, k_in, memory, num_k_exclude_rope, host)
-        } else {
-            self.cross_attn_image
-                .forward_generic(t2, k_in, memory, num_k_exclude_rope)
-        };
+        let attn = self
+            .cross_attn_image
+            .forward_with(t2, k_in, memory, num_k_exclude_rope, host);
         // a [1, L, C] target shared by every object: its queries were computed once
         let [b, l, c] = attn.dims();
         let tgt = if tgt.dims()[0] != b {

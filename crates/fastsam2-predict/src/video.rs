@@ -649,6 +649,36 @@ impl Session {
         }
     }
 
+    /// Run `f` on object `oi`'s memory bank for `frame`: its conditioning memories and the
+    /// tracked frames' memories within reach (pointers or spatial memories), unpacked from bf16.
+    fn with_bank<T>(
+        &self,
+        oi: usize,
+        frame: usize,
+        device: &Device,
+        f: impl FnOnce(&MemoryBank<'_>) -> T,
+    ) -> T {
+        let o = &self.objects[oi];
+        let cfg = self.sam2().config();
+        let reach = cfg.max_obj_ptrs_in_encoder.max(cfg.num_maskmem);
+        let cond: Vec<(usize, FrameMemory)> = o
+            .cond
+            .iter()
+            .filter_map(|(f, out)| out.memory.as_ref().map(|m| (*f, m.unpack(device))))
+            .collect();
+        let non_cond: BTreeMap<usize, FrameMemory> = o
+            .non_cond
+            .iter()
+            .filter(|(f, _)| (**f as i64 - frame as i64).unsigned_abs() as usize <= reach)
+            .filter_map(|(f, out)| out.memory.as_ref().map(|m| (*f, m.unpack(device))))
+            .collect();
+        let lookup = |t: usize| non_cond.get(&t);
+        f(&MemoryBank {
+            cond: cond.iter().map(|(f, m)| (*f, m)).collect(),
+            non_cond: &lookup,
+        })
+    }
+
     /// `_run_single_frame_inference` for several objects at once (features shared, heads and
     /// memory encoder batched; memory attention per object, each against its own memories).
     #[allow(clippy::too_many_arguments)]
@@ -680,98 +710,56 @@ impl Session {
             sam2.use_mask_as_output(batch.vision_feat.clone(), Some(high_res), m.clone())
         } else {
             let pos_enc = self.maskmem_pos_enc(sam2, feats);
-            // the first memory-attention self-attention depends on the frame only: once for
-            // all objects
             let t0 = std::time::Instant::now();
-            let frame_part = (b > 1 && !is_init_cond_frame).then(|| {
-                sam2.memory_attention_frame_part(
+            let conditioned: Vec<Tensor<4>> = if b > 1 && !is_init_cond_frame {
+                // tracked frame, several objects: the frame's part of the memory attention
+                // once, then one batch per memory-bank layout
+                let first = sam2.memory_attention_frame_part(
                     feats.vision_feat.clone(),
                     feats.vision_pos.clone(),
-                )
-            });
-            tracing::debug!(
-                frame,
-                ms = t0.elapsed().as_secs_f64() * 1e3,
-                "memory attention, shared part"
-            );
-            // tracked frames with several objects: each object's bank, then the memory
-            // attention batched over the objects whose banks have the same layout
-            let mut gathered = Vec::new();
-            let t_all = std::time::Instant::now();
-            let mut conditioned: Vec<Tensor<4>> = objs
-                .iter()
-                .filter_map(|&oi| {
-                    let o = &self.objects[oi];
-                    let cond: Vec<(usize, FrameMemory)> = o
-                        .cond
-                        .iter()
-                        .filter_map(|(f, out)| out.memory.as_ref().map(|m| (*f, m.unpack(&device))))
-                        .collect();
-                    let cond_refs: Vec<(usize, &FrameMemory)> =
-                        cond.iter().map(|(f, m)| (*f, m)).collect();
-                    let non_cond_cache: BTreeMap<usize, FrameMemory> = o
-                        .non_cond
-                        .iter()
-                        .filter(|(f, _)| {
-                            (**f as i64 - frame as i64).unsigned_abs() as usize
-                                <= sam2
-                                    .config()
-                                    .max_obj_ptrs_in_encoder
-                                    .max(sam2.config().num_maskmem)
+                );
+                let [_, c, h, w] = feats.vision_feat.dims();
+                let memories = objs
+                    .iter()
+                    .map(|&oi| {
+                        self.with_bank(oi, frame, &device, |bank| {
+                            sam2.gather_memory(
+                                frame, bank, &pos_enc, num_frames, reverse, c, &device,
+                            )
                         })
-                        .filter_map(|(f, out)| out.memory.as_ref().map(|m| (*f, m.unpack(&device))))
-                        .collect();
-                    let lookup = |t: usize| non_cond_cache.get(&t);
-                    let bank = MemoryBank {
-                        cond: cond_refs,
-                        non_cond: &lookup,
-                    };
-                    if frame_part.is_some() {
-                        let c = feats.vision_feat.dims()[1];
-                        gathered.push(sam2.gather_memory(
-                            frame, &bank, &pos_enc, num_frames, reverse, c, &device,
-                        ));
-                        return None;
-                    }
-                    let t0 = std::time::Instant::now();
-                    let out = sam2.condition_on_memory(
-                        frame,
-                        is_init_cond_frame,
-                        feats.vision_feat.clone(),
-                        feats.vision_pos.clone(),
-                        &bank,
-                        &pos_enc,
-                        num_frames,
-                        reverse,
-                        frame_part.as_ref(),
-                    );
-                    if tracing::enabled!(tracing::Level::DEBUG) {
-                        let _ = out.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data();
-                        tracing::debug!(
-                            frame,
-                            obj = oi,
-                            ms = t0.elapsed().as_secs_f64() * 1e3,
-                            "memory attention, per object"
-                        );
-                    }
-                    Some(out)
-                })
-                .collect();
-            if let Some(first) = &frame_part {
-                let [_, _, h, w] = feats.vision_feat.dims();
-                conditioned = sam2.condition_on_memories(first, gathered, [h, w]);
-                if tracing::enabled!(tracing::Level::DEBUG) {
-                    let _ = conditioned[0]
-                        .clone()
-                        .slice([0..1, 0..1, 0..1, 0..1])
-                        .into_data();
-                    tracing::debug!(
-                        frame,
-                        b,
-                        ms = t_all.elapsed().as_secs_f64() * 1e3,
-                        "memory attention, all objects"
-                    );
-                }
+                    })
+                    .collect();
+                sam2.condition_on_memories(&first, memories, [h, w])
+            } else {
+                objs.iter()
+                    .map(|&oi| {
+                        self.with_bank(oi, frame, &device, |bank| {
+                            sam2.condition_on_memory(
+                                frame,
+                                is_init_cond_frame,
+                                feats.vision_feat.clone(),
+                                feats.vision_pos.clone(),
+                                bank,
+                                &pos_enc,
+                                num_frames,
+                                reverse,
+                                None,
+                            )
+                        })
+                    })
+                    .collect()
+            };
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let _ = conditioned[0]
+                    .clone()
+                    .slice([0..1, 0..1, 0..1, 0..1])
+                    .into_data();
+                tracing::debug!(
+                    frame,
+                    b,
+                    ms = t0.elapsed().as_secs_f64() * 1e3,
+                    "memory attention"
+                );
             }
             let t0 = std::time::Instant::now();
             let pix = Tensor::cat(conditioned, 0);
