@@ -1,7 +1,8 @@
-//! Per-block timing of the SAM 2 image encoder: `cargo run --release --example hiera_timing -- WEIGHTS`.
+//! Per-block timing of the SAM 2 image encoder (host fast path): `cargo run --release --example hiera_timing -- WEIGHTS`.
 use std::time::Instant;
 
 use burn::tensor::{Device, Tensor};
+use fastsam2_models::hiera::HostMap;
 use fastsam2_models::loader::{Network, load_checkpoint};
 
 #[global_allocator]
@@ -26,12 +27,18 @@ fn main() {
         let mut h = tr.patch_embed.proj.forward(x.clone()).permute([0, 2, 3, 1]);
         let [_, hh, ww, _] = h.dims();
         h = h + tr.pos_embed(hh, ww);
-        let _ = h.clone().into_data();
+        let (v, [b, hh, ww, c]) = fastsam2_models::kernels::to_host(h);
+        let mut m = HostMap {
+            v,
+            b,
+            h: hh,
+            w: ww,
+            c,
+        };
         let mut parts = vec![format!("embed:{:.0}", t0.elapsed().as_secs_f64() * 1e3)];
-        for (i, b) in tr.blocks.iter().enumerate() {
+        for (i, blk) in tr.blocks.iter().enumerate() {
             let t = Instant::now();
-            h = b.forward(h);
-            let _ = h.clone().narrow(0, 0, 1).into_data();
+            m = blk.forward_host(m);
             parts.push(format!("b{i}:{:.0}", t.elapsed().as_secs_f64() * 1e3));
         }
         let t = Instant::now();

@@ -13,8 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{Mlp, tensor_from_vec};
 use crate::kernels::attention::{Bias, Grid, QkvLayout, grid_attention};
+use crate::kernels::host::{
+    self, HostLinear, add_assign, layer_norm_params, layer_norm_rows, max_pool_2x2,
+    max_pool_2x2_strided,
+};
+use crate::kernels::mlp::{Act, HostMlp};
 use crate::kernels::{from_host, host_fast_path, to_host};
 use crate::vit::{window_partition, window_unpartition};
+use rayon::prelude::*;
 
 fn default_q_pool() -> usize {
     3
@@ -171,6 +177,11 @@ pub struct PatchEmbed {
     pub proj: Conv2d,
 }
 
+/// sam2's q-pooling: `nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=False)`.
+fn is_pool_2x2(p: &MaxPool2d) -> bool {
+    p.kernel_size == [2, 2] && p.stride == [2, 2] && !p.ceil_mode
+}
+
 /// `MultiScaleAttention`: attention with optional max-pooled queries.
 #[derive(Module, Debug)]
 pub struct MultiScaleAttention {
@@ -181,75 +192,94 @@ pub struct MultiScaleAttention {
 }
 
 impl MultiScaleAttention {
+    /// Whether [`Self::host_attend`] covers this layer: no q-pooling, or sam2's 2x2 stride-2
+    /// max-pooling.
+    fn host_ok(&self) -> bool {
+        self.q_pool.as_ref().is_none_or(is_pool_2x2)
+    }
+
+    /// The attention on host buffers, before `proj`: `qkv` is the `qkv` linear's output
+    /// `[b, h, w, 3 * c]`; returns `([b, h', w', c], h', w')`, or `None` where
+    /// [`Self::host_ok`] is false.
+    fn host_attend(
+        &self,
+        data: &[f32],
+        b: usize,
+        h: usize,
+        w: usize,
+    ) -> Option<(Vec<f32>, usize, usize)> {
+        let c = data.len() / (b * h * w * 3).max(1);
+        if c == 0 {
+            return None;
+        }
+        let nh = self.num_heads;
+        let hd = c / nh;
+        let scale = (hd as f32).powf(-0.5);
+        match &self.q_pool {
+            None => {
+                let grid = Grid {
+                    nb: b,
+                    gh: h,
+                    gw: w,
+                    nh,
+                    hd,
+                    scale,
+                };
+                let out = grid_attention(data, &QkvLayout::sam(h * w, c, hd), &grid, Bias::None);
+                Some((out, h, w))
+            }
+            Some(p) if is_pool_2x2(p) => {
+                // q max-pooled 2x2, then attention to the full-resolution keys
+                let (ho, wo) = (h / 2, w / 2);
+                let q = max_pool_2x2_strided(data, (b, h, w, c), 3 * c);
+                let mut k = vec![0f32; b * h * w * c];
+                let mut v = vec![0f32; b * h * w * c];
+                k.par_chunks_mut(c)
+                    .zip(v.par_chunks_mut(c))
+                    .zip(data.par_chunks(3 * c))
+                    .for_each(|((kt, vt), src)| {
+                        kt.copy_from_slice(&src[c..2 * c]);
+                        vt.copy_from_slice(&src[2 * c..]);
+                    });
+                let out = crate::kernels::attention::attention(
+                    &q,
+                    &k,
+                    &v,
+                    b,
+                    ho * wo,
+                    h * w,
+                    nh,
+                    hd,
+                    scale,
+                );
+                Some((out, ho, wo))
+            }
+            Some(_) => None,
+        }
+    }
+
     /// x: [B, H, W, C] -> [B, H', W', C_out] (H' = H / stride with q-pooling).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, h, w, _] = x.dims();
         let qkv = self.qkv.forward(x);
         let c = qkv.dims()[3] / 3;
+        if host_fast_path(&qkv.device()) && self.host_ok() {
+            let device = qkv.device();
+            let (data, _) = to_host(qkv);
+            if let Some((out, ho, wo)) = self.host_attend(&data, b, h, w) {
+                return self.proj.forward(from_host(out, [b, ho, wo, c], &device));
+            }
+            return self.forward_generic(from_host(data, [b, h, w, 3 * c], &device));
+        }
+        self.forward_generic(qkv)
+    }
+
+    /// The burn-ops attention (any device, differentiable), from the `qkv` output.
+    fn forward_generic(&self, qkv: Tensor<4>) -> Tensor<4> {
+        let [b, h, w, c3] = qkv.dims();
+        let c = c3 / 3;
         let nh = self.num_heads;
         let hd = c / nh;
-        let pool_2x2 = self
-            .q_pool
-            .as_ref()
-            .is_some_and(|p| p.kernel_size == [2, 2] && p.stride == [2, 2] && !p.ceil_mode);
-        if pool_2x2 && host_fast_path(&qkv.device()) {
-            // q max-pooled 2x2 on the host, then attention to the full-resolution keys
-            let device = qkv.device();
-            let (data, _) = to_host(qkv);
-            let (ho, wo) = (h / 2, w / 2);
-            let mut q = vec![0f32; b * ho * wo * c];
-            let mut k = vec![0f32; b * h * w * c];
-            let mut v = vec![0f32; b * h * w * c];
-            for bi in 0..b {
-                for t in 0..h * w {
-                    let src = &data[(bi * h * w + t) * 3 * c..(bi * h * w + t + 1) * 3 * c];
-                    k[(bi * h * w + t) * c..(bi * h * w + t + 1) * c]
-                        .copy_from_slice(&src[c..2 * c]);
-                    v[(bi * h * w + t) * c..(bi * h * w + t + 1) * c]
-                        .copy_from_slice(&src[2 * c..3 * c]);
-                }
-                for y in 0..ho {
-                    for x in 0..wo {
-                        let dst =
-                            &mut q[((bi * ho + y) * wo + x) * c..((bi * ho + y) * wo + x + 1) * c];
-                        dst.fill(f32::NEG_INFINITY);
-                        for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-                            let t = (2 * y + dy) * w + 2 * x + dx;
-                            let src = &data[(bi * h * w + t) * 3 * c..(bi * h * w + t) * 3 * c + c];
-                            for (d, s) in dst.iter_mut().zip(src) {
-                                *d = d.max(*s);
-                            }
-                        }
-                    }
-                }
-            }
-            let out = crate::kernels::attention::attention(
-                &q,
-                &k,
-                &v,
-                b,
-                ho * wo,
-                h * w,
-                nh,
-                hd,
-                (hd as f32).powf(-0.5),
-            );
-            return self.proj.forward(from_host(out, [b, ho, wo, c], &device));
-        }
-        if self.q_pool.is_none() && host_fast_path(&qkv.device()) {
-            let device = qkv.device();
-            let (data, _) = to_host(qkv);
-            let grid = Grid {
-                nb: b,
-                gh: h,
-                gw: w,
-                nh,
-                hd,
-                scale: (hd as f32).powf(-0.5),
-            };
-            let out = grid_attention(&data, &QkvLayout::sam(h * w, c, hd), &grid, Bias::None);
-            return self.proj.forward(from_host(out, [b, h, w, c], &device));
-        }
         // [B, HW, 3, nH, hd]
         let qkv = qkv.reshape([b, h * w, 3, nh, hd]);
         let q = qkv.clone().narrow(2, 0, 1).reshape([b, h * w, nh, hd]);
@@ -285,6 +315,19 @@ impl MultiScaleAttention {
     }
 }
 
+/// The blocks' LayerNorm epsilon (`partial(nn.LayerNorm, eps=1e-6)`).
+const LN_EPS: f64 = 1e-6;
+
+/// A channels-last `[b, h, w, c]` map on the host, as the trunk's blocks pass it along on
+/// the host fast path.
+pub struct HostMap {
+    pub v: Vec<f32>,
+    pub b: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+}
+
 /// `MultiScaleBlock`.
 #[derive(Module, Debug)]
 pub struct MultiScaleBlock {
@@ -310,7 +353,7 @@ impl MultiScaleBlock {
     ) -> Self {
         let pool = || q_stride.map(|s| MaxPool2dConfig::new(s).with_strides(s).init());
         Self {
-            norm1: LayerNormConfig::new(dim).with_epsilon(1e-6).init(device),
+            norm1: LayerNormConfig::new(dim).with_epsilon(LN_EPS).init(device),
             attn: MultiScaleAttention {
                 qkv: LinearConfig::new(dim, dim_out * 3).init(device),
                 proj: LinearConfig::new(dim_out, dim_out).init(device),
@@ -318,7 +361,7 @@ impl MultiScaleBlock {
                 q_pool: pool(),
             },
             norm2: LayerNormConfig::new(dim_out)
-                .with_epsilon(1e-6)
+                .with_epsilon(LN_EPS)
                 .init(device),
             mlp: Mlp::with_activation(
                 dim_out,
@@ -339,6 +382,82 @@ impl MultiScaleBlock {
         match &self.pool {
             Some(p) => p.forward(x.permute([0, 3, 1, 2])).permute([0, 2, 3, 1]),
             None => x,
+        }
+    }
+
+    /// Whether [`Self::forward_host`] covers this block (every official Hiera does).
+    fn host_ok(&self) -> bool {
+        self.attn.host_ok()
+            && self.pool.as_ref().is_none_or(is_pool_2x2)
+            && self.mlp.layers.len() == 2
+            && self.mlp.act == crate::common::Activation::Gelu
+            && !self.mlp.sigmoid_output
+    }
+
+    /// [`Self::forward`] on host buffers (the flex device, inference): the same operations in
+    /// the same order, with the linears as single GEMMs onto their bias, the MLP through
+    /// [`HostMlp`] and no intermediate burn tensors.
+    pub fn forward_host(&self, x: HostMap) -> HostMap {
+        let HostMap { v: x, b, h, w, c } = x;
+        let eps = LN_EPS as f32;
+        let mut xn = x.clone();
+        let (g1, b1) = layer_norm_params(&self.norm1);
+        layer_norm_rows(&mut xn, &g1, &b1, eps);
+        let dim_out = self.attn.proj.weight.dims()[1];
+        let (shortcut, sh, sw) = match &self.proj {
+            Some(p) => {
+                let s = HostLinear::new(p).rows(&xn, b * h * w);
+                match &self.pool {
+                    Some(_) => (max_pool_2x2(&s, b, h, w, dim_out), h / 2, w / 2),
+                    None => (s, h, w),
+                }
+            }
+            None => (x, h, w),
+        };
+        let ws = self.window_size;
+        let (win, nb, wh, ww, pad_hw) = if ws > 0 {
+            let (win, pad_hw) = host::window_partition(&xn, (b, h, w, c), ws);
+            let nb = b * (pad_hw.0 / ws) * (pad_hw.1 / ws);
+            (win, nb, ws, ws, pad_hw)
+        } else {
+            (xn, b, h, w, (h, w))
+        };
+        let qkv = HostLinear::new(&self.attn.qkv).rows(&win, nb * wh * ww);
+        drop(win);
+        let (att, ho, wo) = self
+            .attn
+            .host_attend(&qkv, nb, wh, ww)
+            .expect("host_ok checked by the caller");
+        drop(qkv);
+        let att = HostLinear::new(&self.attn.proj).rows(&att, nb * ho * wo);
+        // the output grid: pooled with the queries when this block q-pools
+        let (mut oh, mut ow, mut pad_hw, mut ows) = (h, w, pad_hw, ws);
+        if let Some(pooled) = ws.checked_div(self.q_stride) {
+            ows = pooled;
+            (oh, ow) = (sh, sw);
+            if ows > 0 {
+                pad_hw = (oh.div_ceil(ows) * ows, ow.div_ceil(ows) * ows);
+            }
+        }
+        let mut x = if ws > 0 {
+            host::window_unpartition(&att, ows, pad_hw, (oh, ow), dim_out)
+        } else {
+            att
+        };
+        add_assign(&mut x, &shortcut);
+        drop(shortcut);
+        let mut xn = x.clone();
+        let (g2, b2) = layer_norm_params(&self.norm2);
+        layer_norm_rows(&mut xn, &g2, &b2, eps);
+        let m = HostMlp::new(&self.mlp.layers[0], &self.mlp.layers[1], Act::Gelu)
+            .rows(&xn, b * oh * ow);
+        add_assign(&mut x, &m);
+        HostMap {
+            v: x,
+            b,
+            h: oh,
+            w: ow,
+            c: dim_out,
         }
     }
 
@@ -434,6 +553,19 @@ impl Hiera {
         let [_, h, w, _] = x.dims();
         let mut x = x + self.pos_embed(h, w);
         let mut outputs = Vec::new();
+        let device = x.device();
+        if host_fast_path(&device) && self.blocks.iter().all(MultiScaleBlock::host_ok) {
+            let (v, [b, h, w, c]) = to_host(x);
+            let mut m = HostMap { v, b, h, w, c };
+            for (i, blk) in self.blocks.iter().enumerate() {
+                m = blk.forward_host(m);
+                if self.stage_ends.contains(&i) {
+                    let t = from_host(m.v.clone(), [m.b, m.h, m.w, m.c], &device);
+                    outputs.push(t.permute([0, 3, 1, 2]));
+                }
+            }
+            return outputs;
+        }
         for (i, blk) in self.blocks.iter().enumerate() {
             x = blk.forward(x);
             if self.stage_ends.contains(&i) {

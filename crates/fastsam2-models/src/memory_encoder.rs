@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::LayerNorm2d;
 use crate::kernels::gelu;
+use crate::kernels::host::layer_norm_rows;
 use crate::position_encoding::sine_2d_tensor;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -331,22 +332,6 @@ fn nhwc_to_nchw(x: &[f32], b: usize, c: usize, hw: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// `LayerNorm2d` over the channels of every channels-last row (biased variance, as SAM's).
-fn layer_norm_rows(x: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    use rayon::prelude::*;
-    let c = w.len();
-    x.par_chunks_mut(c * 256).for_each(|chunk| {
-        for row in chunk.chunks_exact_mut(c) {
-            let mean = row.iter().sum::<f32>() / c as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / c as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for ((v, wi), bi) in row.iter_mut().zip(w).zip(b) {
-                *v = (*v - mean) * inv * wi + bi;
-            }
-        }
-    });
 }
 
 /// `conv` on a channels-last [b, h, w, ci] buffer: im2col rows in (ky, kx, ci) order, then

@@ -10,6 +10,7 @@
 
 pub mod attention;
 mod fused;
+pub mod host;
 pub mod mlp;
 pub mod rope_cross;
 pub mod simd;
