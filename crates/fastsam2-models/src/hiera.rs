@@ -217,14 +217,7 @@ impl MultiScaleAttention {
         let scale = (hd as f32).powf(-0.5);
         match &self.q_pool {
             None => {
-                let grid = Grid {
-                    nb: b,
-                    gh: h,
-                    gw: w,
-                    nh,
-                    hd,
-                    scale,
-                };
+                let grid = Grid::new(b, h, w, nh, hd);
                 let out = grid_attention(data, &QkvLayout::sam(h * w, c, hd), &grid, Bias::None);
                 Some((out, h, w))
             }
@@ -386,7 +379,7 @@ impl MultiScaleBlock {
     }
 
     /// Whether [`Self::forward_host`] covers this block (every official Hiera does).
-    fn host_ok(&self) -> bool {
+    pub fn host_ok(&self) -> bool {
         self.attn.host_ok()
             && self.pool.as_ref().is_none_or(is_pool_2x2)
             && self.mlp.layers.len() == 2
@@ -396,7 +389,8 @@ impl MultiScaleBlock {
 
     /// [`Self::forward`] on host buffers (the flex device, inference): the same operations in
     /// the same order, with the linears as single GEMMs onto their bias, the MLP through
-    /// [`HostMlp`] and no intermediate burn tensors.
+    /// [`HostMlp`] and no intermediate burn tensors. Only for blocks where [`Self::host_ok`]
+    /// holds (it panics otherwise); [`Hiera::forward`] checks that before taking this path.
     pub fn forward_host(&self, x: HostMap) -> HostMap {
         let HostMap { v: x, b, h, w, c } = x;
         let eps = LN_EPS as f32;

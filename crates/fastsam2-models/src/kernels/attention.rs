@@ -76,6 +76,20 @@ pub struct Grid {
     pub scale: f32,
 }
 
+impl Grid {
+    /// The usual softmax scale, `hd^-0.5`.
+    pub fn new(nb: usize, gh: usize, gw: usize, nh: usize, hd: usize) -> Self {
+        Self {
+            nb,
+            gh,
+            gw,
+            nh,
+            hd,
+            scale: (hd as f32).powf(-0.5),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);
 
@@ -799,14 +813,7 @@ pub(crate) mod tests {
             2 => Bias::PerHead(&ph),
             _ => Bias::None,
         };
-        let g = Grid {
-            nb,
-            gh,
-            gw,
-            nh,
-            hd,
-            scale: (hd as f32).powf(-0.5),
-        };
+        let g = Grid::new(nb, gh, gw, nh, hd);
         let got = grid_attention(&qkv, &lay, &g, bias);
         let want = reference(&qkv, &lay, &g, bias);
         let err = max_abs_diff(&got, &want);

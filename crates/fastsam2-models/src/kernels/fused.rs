@@ -27,14 +27,7 @@ impl Attention {
             Some((rh, rw)) => Bias::RelPos { rh, rw },
             None => Bias::None,
         };
-        let grid = Grid {
-            nb: b,
-            gh: h,
-            gw: w,
-            nh,
-            hd,
-            scale: (hd as f32).powf(-0.5),
-        };
+        let grid = Grid::new(b, h, w, nh, hd);
         let out = grid_attention(&qkv, &QkvLayout::sam(h * w, c, hd), &grid, bias);
         self.proj.forward(from_host(out, [b, h, w, c], &device))
     }
@@ -58,14 +51,7 @@ impl TinyAttention {
                 table[h * n * n + i] = ab[h * n_off + idx];
             }
         }
-        let grid = Grid {
-            nb: b,
-            gh: side,
-            gw: side,
-            nh,
-            hd: kd,
-            scale: (kd as f32).powf(-0.5),
-        };
+        let grid = Grid::new(b, side, side, nh, kd);
         let out = grid_attention(
             &qkv,
             &QkvLayout::tiny_vit(n, nh, kd),

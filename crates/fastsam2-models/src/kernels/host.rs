@@ -49,35 +49,58 @@ impl HostLinear {
                 }
             });
         }
-        if rows == 0 {
-            return out;
-        }
-        // SAFETY: out is [rows, dout], x [rows, din], w [din, dout], all row-major, as asserted.
-        unsafe {
-            gemm::gemm(
-                rows,
-                dout,
-                din,
-                out.as_mut_ptr(),
-                1,
-                dout as isize,
-                self.b.is_some(),
-                x.as_ptr(),
-                1,
-                din as isize,
-                self.w.as_ptr(),
-                1,
-                dout as isize,
-                if self.b.is_some() { 1.0 } else { 0.0 },
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            )
-        };
+        matmul_into(&mut out, x, &self.w, (rows, din, dout), self.b.is_some());
         out
     }
+}
+
+/// `c = a @ b`, plus the old `c` when `accumulate`: row-major `a` `[m, k]`, `b` `[k, n]`,
+/// `c` `[m, n]`, one GEMM parallel inside.
+pub fn matmul_into(
+    c: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    assert!(
+        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        "matmul: buffer sizes"
+    );
+    if c.is_empty() {
+        return;
+    }
+    // SAFETY: the three buffers are row-major with the sizes asserted above.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    };
+}
+
+/// `a @ b` into a new buffer (see [`matmul_into`]).
+pub fn matmul(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    matmul_into(&mut c, a, b, (m, k, n), false);
+    c
 }
 
 /// LayerNorm over the last dimension of every row of `x` (biased variance, as PyTorch's

@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 
+use super::host::matmul;
 use super::simd::{dispatch, erf};
 
 /// Weights of `output_upscaling` (PyTorch layouts, row-major).
@@ -19,36 +20,6 @@ pub struct UpscaleWeights<'a> {
     /// ConvTranspose2d 2: [c1, c2, 2, 2], bias [c2].
     pub w2: &'a [f32],
     pub b2: &'a [f32],
-}
-
-/// dst = a [m, k] @ b [k, n], row-major, parallel.
-fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut c = vec![0f32; m * n];
-    // SAFETY: sizes follow from the slices' lengths checked by the callers.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
-    c
 }
 
 /// Pixel shuffle of a stride-2 / 2x2 transposed conv output: `y` [h*w, c*4] (channel-major
@@ -133,11 +104,11 @@ pub fn upscale_and_masks(
             && wt.w2.len() == c1 * c2 * 4
             && hyper.len() == k * c2
     );
-    let y1 = matmul(src, wt.w1, h * w, c_in, c1 * 4);
+    let y1 = matmul(src, wt.w1, (h * w, c_in, c1 * 4));
     let mut z1 = shuffle(&y1, h, w, c1, wt.b1, skip1);
     z1.par_chunks_mut(c1 * 256)
         .for_each(|ch| ln_gelu_chunk(ch, c1, wt.ln_w, wt.ln_b, wt.eps));
-    let y2 = matmul(&z1, wt.w2, 4 * h * w, c1, c2 * 4);
+    let y2 = matmul(&z1, wt.w2, (4 * h * w, c1, c2 * 4));
     let mut z2 = shuffle(&y2, 2 * h, 2 * w, c2, wt.b2, skip0);
     z2.par_chunks_mut(1 << 14).for_each(gelu_chunk);
     // masks [k, P] = hyper [k, c2] @ z2^T [c2, P]
