@@ -488,6 +488,40 @@ fn blocked_attention(
     const TILE: usize = 256;
     let c = nh * hd;
     let vd = values.width;
+    if super::amx::available() && lk >= 1024 && lq >= 512 {
+        // AMX tiles (bf16x3), one (batch item, head) at a time, its query blocks in parallel
+        let mut out = vec![0f32; b * lq * nh * vd];
+        for bi in 0..b {
+            for h in 0..nh {
+                fn rows(x: &[f32], off: usize, ld: usize, width: usize) -> super::amx::Rows<'_> {
+                    super::amx::Rows {
+                        x: &x[off..],
+                        ld,
+                        width,
+                    }
+                }
+                // SAFETY: AMX is available; rows (bi, i, h) of the output, nh * vd apart.
+                unsafe {
+                    super::amx::attention_head(
+                        rows(q, bi * lq * c + h * hd, c, hd),
+                        rows(k, bi * lk * c + h * hd, c, hd),
+                        rows(
+                            v,
+                            bi * values.batch_stride + h * values.head_offset,
+                            values.row_stride,
+                            vd,
+                        ),
+                        lq,
+                        lk,
+                        scale,
+                        out.as_mut_ptr().add(bi * lq * nh * vd + h * vd),
+                        nh * vd,
+                    )
+                };
+            }
+        }
+        return out;
+    }
     let blocks = lq.div_ceil(QB);
     let mut out = vec![0f32; b * lq * nh * vd];
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -586,6 +620,34 @@ pub fn grid_attention(qkv: &[f32], lay: &QkvLayout, g: &Grid, bias: Bias<'_>) ->
         Bias::RelPos { rh, rw } => assert!(rh.len() == gh * gh * hd && rw.len() == gw * gw * hd),
         Bias::PerHead(b) => assert_eq!(b.len(), nh * l * l),
         Bias::None => {}
+    }
+    if matches!(bias, Bias::None) && super::amx::available() && l >= 1024 {
+        // AMX tiles (bf16x3): Hiera's global-attention blocks, a grid and head at a time
+        let mut out = vec![0f32; nb * l * c];
+        for b in 0..nb {
+            for h in 0..nh {
+                let base = b * lay.batch_stride + h * lay.head_stride;
+                let rows = |off: usize| super::amx::Rows {
+                    x: &qkv[base + off..],
+                    ld: lay.token_stride,
+                    width: hd,
+                };
+                // SAFETY: AMX is available; tokens of grid b, head h: rows c apart.
+                unsafe {
+                    super::amx::attention_head(
+                        rows(lay.q),
+                        rows(lay.k),
+                        rows(lay.v),
+                        l,
+                        l,
+                        scale,
+                        out.as_mut_ptr().add(b * l * c + h * hd),
+                        c,
+                    )
+                };
+            }
+        }
+        return out;
     }
     // query blocks and key tiles of whole grid rows, ~512 each (larger blocks share gemm's
     // packing across more rows: a 64x64 global block took 97 vs 110 ms (Hiera-T, 8x48) and

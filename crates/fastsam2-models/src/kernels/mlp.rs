@@ -96,29 +96,43 @@ impl HostMlp {
         let mut out = vec![0f32; b * n * dout];
         let out_ptr = SendPtr(out.as_mut_ptr());
         let blocks = n.div_ceil(RB);
+        // AMX tiles (bf16x3) for channels-last rows wide enough to be bound by the products
+        // (SAM 2's memory-attention feed-forward, 256 -> 2048 -> 256)
+        let tiles =
+            (channels_last && super::amx::available() && din >= 128 && hid >= 256).then(|| {
+                (
+                    super::amx::packed_weights(w1, din, hid),
+                    super::amx::packed_weights(w2, hid, dout),
+                )
+            });
         (0..b * blocks).into_par_iter().for_each(|task| {
             let (bi, blk) = (task / blocks, task % blocks);
             let r0 = blk * RB;
             let m = RB.min(n - r0);
             let mut h = vec![0f32; m * hid];
-            // SAFETY: rows r0..r0 + m of item bi, weights and h sized as asserted.
-            unsafe {
-                gemm_f32(
-                    m,
-                    hid,
-                    din,
-                    h.as_mut_ptr(),
-                    hid,
-                    false,
-                    x.as_ptr().add(bi * n * din + r0 * x_rs),
-                    x_rs as isize,
-                    x_cs as isize,
-                    w1.as_ptr(),
-                    hid as isize,
-                    1,
-                    1.0,
-                )
-            };
+            if let Some((p1, _)) = &tiles {
+                let xr = &x[(bi * n + r0) * din..(bi * n + r0 + m) * din];
+                super::amx::gemm_serial(m, xr, din, p1, &mut h, hid, 1.0, false);
+            } else {
+                // SAFETY: rows r0..r0 + m of item bi, weights and h sized as asserted.
+                unsafe {
+                    gemm_f32(
+                        m,
+                        hid,
+                        din,
+                        h.as_mut_ptr(),
+                        hid,
+                        false,
+                        x.as_ptr().add(bi * n * din + r0 * x_rs),
+                        x_rs as isize,
+                        x_cs as isize,
+                        w1.as_ptr(),
+                        hid as isize,
+                        1,
+                        1.0,
+                    )
+                };
+            }
             if let Some(bias) = b1 {
                 for row in h.chunks_exact_mut(hid) {
                     for (v, bb) in row.iter_mut().zip(bias) {
@@ -143,6 +157,12 @@ impl HostMlp {
                             *dst.add(r * o_rs + o * o_cs) = *bb;
                         }
                     }
+                }
+                if let Some((_, p2)) = &tiles {
+                    // channels-last: rows of dout, o_rs = dout
+                    let c = std::slice::from_raw_parts_mut(dst, m * dout);
+                    super::amx::gemm_serial(m, &h, hid, p2, c, dout, 1.0, b2.is_some());
+                    return;
                 }
                 gemm::gemm(
                     m,

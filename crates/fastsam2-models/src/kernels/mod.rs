@@ -8,6 +8,7 @@
 //! training path (autodiff devices) keeps the generic burn ops, which have gradients; both
 //! paths are compared in the tests below.
 
+pub mod amx;
 pub mod attention;
 mod fused;
 pub mod host;

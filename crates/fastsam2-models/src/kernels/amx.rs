@@ -1,0 +1,887 @@
+//! f32 GEMM on Intel AMX tiles, with f32-level accuracy from three bf16 products.
+//!
+//! AMX's `tdpbf16ps` multiplies a 16 x 32 bf16 tile by a 32 x 16 one into 16 x 16 f32 sums
+//! (8,192 multiply-adds per instruction, ~16x the rate of AVX-512 FMAs). A bf16 keeps 8 bits of
+//! an f32's 24, so every f32 operand is split as `x = hi + lo + r` (`hi = bf16(x)`,
+//! `lo = bf16(x - hi)`, `|r| <= 2^-17 |x|`) and the product is formed as
+//! `a_hi b_hi + a_hi b_lo + a_lo b_hi` (the dropped `a_lo b_lo` and residual terms are
+//! ~2^-16 of each product): "bf16x3", a relative error per product of ~1e-5 instead of f32's
+//! 6e-8, at a third of the tile rate. The three products are one bf16 GEMM over a tripled
+//! inner dimension: `A' = [A_hi | A_hi | A_lo]`, `B' = [B_hi; B_lo; B_hi]`.
+//!
+//! Used only where [`available`] (an x86-64 CPU with AMX-TILE and AMX-BF16, Linux granting the
+//! tile state through `arch_prctl`); `FASTSAM2_NO_AMX=1` turns it off. Callers keep their f32
+//! path for every other machine.
+
+use rayon::prelude::*;
+
+/// Rows of C per kernel call (two tiles) and columns (two tiles).
+const MB: usize = 32;
+const NB: usize = 32;
+/// Inner-dimension granularity: one bf16 tile row holds 32 values.
+const KB: usize = 32;
+/// Rows of A per parallel task (packed once, reused by every column block).
+const MP: usize = 128;
+
+/// Whether the AMX kernels can run here (checked once; see the module docs).
+pub fn available() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| std::env::var_os("FASTSAM2_NO_AMX").is_none() && detect())
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    let (max, l1, l7) = (
+        __cpuid_count(0, 0).eax,
+        __cpuid_count(1, 0),
+        __cpuid_count(7, 0),
+    );
+    let amx = max >= 7 && l7.edx & (1 << 24) != 0 && l7.edx & (1 << 22) != 0;
+    let osxsave = l1.ecx & (1 << 27) != 0;
+    if !(amx && osxsave) {
+        return false;
+    }
+    // ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA: Linux enables the 8 KB tile state per
+    // process only on request.
+    // SAFETY: a plain syscall with integer arguments.
+    if unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) } != 0 {
+        return false;
+    }
+    let (lo, _hi): (u32, u32);
+    // SAFETY: `xgetbv` with ecx = 0 reads XCR0; OSXSAVE is set (checked above).
+    unsafe {
+        std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") _hi, options(nomem, nostack));
+    }
+    // XTILECFG and XTILEDATA enabled by the OS
+    lo & (0b11 << 17) == (0b11 << 17)
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// Round an f32 to the nearest bf16 (ties to even).
+#[inline(always)]
+fn bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// `(hi, lo)` with `hi + lo` the f32 to ~2^-17 of its size.
+#[inline(always)]
+fn split(x: f32) -> (u16, u16) {
+    let h = bf16(x);
+    let hf = f32::from_bits((h as u32) << 16);
+    (h, bf16(x - hf))
+}
+
+/// The right-hand operand of [`gemm`], split and laid out for the tiles once (weights are
+/// packed once per model; attention keys / values once per head).
+pub struct PackedB {
+    k: usize,
+    n: usize,
+    /// The padded inner dimension of one of the three segments.
+    kp: usize,
+    /// Column blocks of `NB`: block `jb` holds `[3 kp / 2][NB][2]` bf16 (pairs of rows
+    /// interleaved, as `tdpbf16ps` reads them).
+    data: Vec<u16>,
+}
+
+impl PackedB {
+    /// `B [k, n]` given element-wise (`get(kk, j)`): row-major, transposed, or strided.
+    pub fn new(k: usize, n: usize, get: impl Fn(usize, usize) -> f32 + Sync) -> Self {
+        let kp = k.div_ceil(KB) * KB;
+        let blocks = n.div_ceil(NB);
+        let per = 3 * kp * NB; // u16 per column block
+        let mut data = vec![0u16; blocks * per];
+        data.par_chunks_mut(per).enumerate().for_each(|(jb, blk)| {
+            for c in 0..NB.min(n - jb * NB) {
+                let j = jb * NB + c;
+                for kk in 0..k {
+                    let (h, l) = split(get(kk, j));
+                    // segment s, row kk: pair row (s kp + kk) / 2, lane (kk & 1)
+                    for (s, v) in [(0, h), (1, l), (2, h)] {
+                        let r = s * kp + kk;
+                        blk[(r / 2) * 2 * NB + c * 2 + (r & 1)] = v;
+                    }
+                }
+            }
+        });
+        Self { k, n, kp, data }
+    }
+
+    /// `B` row-major `[k, n]` with row stride `ld`.
+    pub fn row_major(b: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        assert!(
+            k == 0 || b.len() >= (k - 1) * ld + n,
+            "packed b: buffer size"
+        );
+        Self::new(k, n, |kk, j| b[kk * ld + j])
+    }
+
+    /// `B = X^T` for `X` row-major `[n, k]` with row stride `ld` (attention keys).
+    pub fn transposed(x: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        assert!(
+            n == 0 || x.len() >= (n - 1) * ld + k,
+            "packed b: buffer size"
+        );
+        Self::new(k, n, |kk, j| x[j * ld + kk])
+    }
+
+    pub fn dims(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+/// A 64-byte tile configuration: palette 1, eight tiles of 16 rows x 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const CONFIG: TileConfig = {
+    let mut b = [0u8; 64];
+    b[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        b[16 + 2 * t] = 64;
+        b[48 + t] = 16;
+        t += 1;
+    }
+    TileConfig(b)
+};
+
+/// One 32 x 32 block of C (f32 rows `ldc` bytes apart), `+=` (`load`) or `=` the product of
+/// `A [32, steps * 32]` (tiled: see [`tile_offset`]; `a` at the first of its two row tiles)
+/// and a column block of packed B
+/// (`steps` groups of 16 pair rows).
+///
+/// # Safety
+/// AMX is [`available`] and configured with [`CONFIG`] on this thread; the pointers cover
+/// what is read and written.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn block(a: *const u16, b: *const u16, steps: usize, c: *mut f32, ldc: usize, load: bool) {
+    // SAFETY: the caller's contract; tmm0-7 are not used by compiled code.
+    unsafe {
+        let c2 = c.byte_add(16 * ldc);
+        if load {
+            std::arch::asm!(
+                "tileloadd tmm0, [{o} + {ldo}*1]",
+                "tileloadd tmm1, [{o} + {ldo}*1 + 64]",
+                "tileloadd tmm2, [{o2} + {ldo}*1]",
+                "tileloadd tmm3, [{o2} + {ldo}*1 + 64]",
+                o = in(reg) c,
+                o2 = in(reg) c2,
+                ldo = in(reg) ldc,
+                options(nostack, readonly),
+            );
+        } else {
+            std::arch::asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem),
+            );
+        }
+        // software-pipelined: tiles are not renamed, so each operand tile is reloaded for the
+        // next step as soon as its last product of this step has been issued
+        std::arch::asm!(
+            "tileloadd tmm4, [{a} + {lda}*1]",
+            "tileloadd tmm6, [{b} + {ldb}*1]",
+            "tileloadd tmm5, [{a2} + {lda}*1]",
+            "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+            "dec {n}",
+            "jz 3f",
+            "2:",
+            "add {a}, 1024",
+            "add {a2}, 1024",
+            "add {b}, 2048",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tileloadd tmm6, [{b} + {ldb}*1]",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm4, [{a} + {lda}*1]",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm5, [{a2} + {lda}*1]",
+            "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+            "dec {n}",
+            "jnz 2b",
+            "3:",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tilestored [{o} + {ldo}*1], tmm0",
+            "tilestored [{o} + {ldo}*1 + 64], tmm1",
+            "tilestored [{o2} + {ldo}*1], tmm2",
+            "tilestored [{o2} + {ldo}*1 + 64], tmm3",
+            a = inout(reg) a => _,
+            a2 = inout(reg) a.add(steps * 512) => _,
+            lda = in(reg) 64usize,
+            b = inout(reg) b => _,
+            ldb = in(reg) 2 * NB * 2,
+            n = inout(reg) steps => _,
+            o = in(reg) c,
+            o2 = in(reg) c2,
+            ldo = in(reg) ldc,
+            options(nostack),
+        );
+    }
+}
+
+/// Where entry `(i, kk)` of a packed A with `steps` tile columns lives: A is stored as
+/// 16 x 32 tiles (1 KB, contiguous: tile loads then read whole cache lines in sequence),
+/// those of a 16-row band one after the other.
+#[inline(always)]
+fn tile_offset(i: usize, kk: usize, steps: usize) -> usize {
+    ((i / 16) * steps + kk / KB) * 512 + (i % 16) * KB + kk % KB
+}
+
+/// Split `alpha src` into row `i` of a tiled packed A: three segments (`hi | hi | lo`, each
+/// `kp` long, zero past `src`).
+fn split_row(src: &[f32], alpha: f32, panel: &mut [u16], i: usize, kp: usize) {
+    // SAFETY: AMX CPUs have AVX-512F/BW (callers run only where `available`).
+    unsafe { v512::pack_row(src, alpha, None, panel, i, kp) };
+}
+
+/// `C = alpha A B` (+ the old `C` when `accumulate`; `alpha` scales A before the split): `A` row-major `[m, k]` with row stride
+/// `lda`, `C` row-major `[m, n]` with row stride `ldc`. Parallel over blocks of rows.
+///
+/// Panics unless [`available`] (callers check first).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    let (k, n) = (b.k, b.n);
+    assert!(available(), "amx::gemm without AMX");
+    assert!(
+        (m == 0 || (a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n))
+            && lda >= k
+            && ldc >= n,
+        "amx::gemm: buffer sizes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let tasks = m.div_ceil(MP);
+    let cp = super::attention::SendPtr(c.as_mut_ptr());
+    (0..tasks).into_par_iter().for_each(|t| {
+        let r0 = t * MP;
+        let rows = MP.min(m - r0);
+        // SAFETY: rows r0..r0 + rows of C belong to this task only.
+        let c_rows =
+            unsafe { std::slice::from_raw_parts_mut(cp.get().add(r0 * ldc), (rows - 1) * ldc + n) };
+        panel(&a[r0 * lda..], lda, rows, b, c_rows, ldc, alpha, accumulate);
+    });
+}
+
+/// [`gemm`] on the calling thread only (inside a caller's own parallel task).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_serial(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    let (k, n) = (b.k, b.n);
+    assert!(available(), "amx::gemm_serial without AMX");
+    assert!(
+        (m == 0 || (a.len() >= (m - 1) * lda + k && c.len() >= (m - 1) * ldc + n))
+            && lda >= k
+            && ldc >= n,
+        "amx::gemm_serial: buffer sizes"
+    );
+    if n == 0 {
+        return;
+    }
+    for r0 in (0..m).step_by(MP) {
+        let rows = MP.min(m - r0);
+        let end = (r0 + rows - 1) * ldc + n;
+        panel(
+            &a[r0 * lda..],
+            lda,
+            rows,
+            b,
+            &mut c[r0 * ldc..end],
+            ldc,
+            alpha,
+            accumulate,
+        );
+    }
+}
+
+/// [`PackedB::row_major`] of a weight matrix, cached by its contents: a model's weights are
+/// packed once, and every later frame finds them (a 128-bit hash of the values and the
+/// shape; the cache holds the packings of the last few hundred matrices).
+pub fn packed_weights(w: &[f32], k: usize, n: usize) -> std::sync::Arc<PackedB> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<(u64, u64, usize, usize), Arc<PackedB>>>> =
+        OnceLock::new();
+    assert_eq!(w.len(), k * n, "packed weights: buffer size");
+    // two independent multiply-xor lanes per chunk, chunks combined in order
+    let lanes = |seed: u64, mul: u64| {
+        w.par_chunks(1 << 16)
+            .map(|c| {
+                c.iter().fold(seed, |h, v| {
+                    (h ^ v.to_bits() as u64).wrapping_mul(mul).rotate_left(29)
+                })
+            })
+            .collect::<Vec<u64>>()
+            .into_iter()
+            .fold(seed, |h, v| (h ^ v).wrapping_mul(mul).rotate_left(31))
+    };
+    let key = (
+        lanes(0xcbf2_9ce4_8422_2325, 0x0000_0100_0000_01b3),
+        lanes(0x9e37_79b9_7f4a_7c15, 0xff51_afd7_ed55_8ccd | 1),
+        k,
+        n,
+    );
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(p) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return p.clone();
+    }
+    let packed = Arc::new(PackedB::row_major(w, k, n, n));
+    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= 512 {
+        c.clear();
+    }
+    c.insert(key, packed.clone());
+    packed
+}
+
+thread_local! {
+    /// A task's packed rows of A (reused: a task packs up to `MP x 3 kp` bf16).
+    static PANEL: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `rows <= MP` rows of [`gemm`].
+#[allow(clippy::too_many_arguments)]
+fn panel(
+    a: &[f32],
+    lda: usize,
+    rows: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    alpha: f32,
+    accumulate: bool,
+) {
+    let (k, n, kp) = (b.k, b.n, b.kp);
+    let kw = 3 * kp; // packed row length
+    let rp = rows.div_ceil(MB) * MB;
+    PANEL.with(|cell| {
+        let mut ap = cell.borrow_mut();
+        ap.clear();
+        ap.resize(rp * kw, 0);
+        for i in 0..rows {
+            split_row(&a[i * lda..i * lda + k], alpha, &mut ap, i, kp);
+        }
+        let mut local = [0f32; MB * NB];
+        let per = 3 * kp * NB;
+        // SAFETY: AMX is available (asserted by `gemm`); the configuration is per thread.
+        unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
+        for jb in 0..n.div_ceil(NB) {
+            let bb = &b.data[jb * per..(jb + 1) * per];
+            let nc = NB.min(n - jb * NB);
+            for ib in 0..rp / MB {
+                let nr = rows.saturating_sub(ib * MB).min(MB);
+                let ap = ap[ib * MB * kw..].as_ptr(); // two 16-row bands of kw / KB tiles
+                let c0 = ib * MB * ldc + jb * NB;
+                if nr == MB && nc == NB {
+                    // SAFETY: a full 32 x 32 block of C inside `c`; A rows of the padded
+                    // panel (kw bf16 each) and the column block's 3 kp / 2 pair rows.
+                    unsafe {
+                        block(
+                            ap,
+                            bb.as_ptr(),
+                            kw / KB,
+                            c[c0..].as_mut_ptr(),
+                            ldc * 4,
+                            accumulate,
+                        )
+                    };
+                    continue;
+                }
+                // an edge block through a local 32 x 32 buffer
+                for r in 0..nr {
+                    let src = &c[c0 + r * ldc..][..nc];
+                    let dst = &mut local[r * NB..r * NB + nc];
+                    if accumulate {
+                        dst.copy_from_slice(src);
+                    }
+                }
+                // SAFETY: as above, into the local buffer (rows 128 bytes apart).
+                unsafe {
+                    block(
+                        ap,
+                        bb.as_ptr(),
+                        kw / KB,
+                        local.as_mut_ptr(),
+                        NB * 4,
+                        accumulate,
+                    )
+                };
+                for r in 0..nr {
+                    c[c0 + r * ldc..][..nc].copy_from_slice(&local[r * NB..r * NB + nc]);
+                }
+            }
+        }
+    });
+}
+
+/// Load [`CONFIG`] into this thread's tile configuration.
+///
+/// # Safety
+/// AMX is [`available`].
+#[inline(always)]
+unsafe fn configure() {
+    // SAFETY: the caller's contract.
+    unsafe { std::arch::asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack)) };
+}
+
+/// `c (+)= A B` over whole blocks: `a` holds `rows_p` (a multiple of `MB`) packed rows of
+/// `3 b.kp` bf16; `c` is row-major f32 with row stride `ldc >= b.n` rounded up to `NB`.
+///
+/// # Safety
+/// AMX is available and configured on this thread; `c` covers `rows_p` rows of `ldc`.
+unsafe fn gemm_blocks(
+    a: &[u16],
+    rows_p: usize,
+    b: &PackedB,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let kw = 3 * b.kp;
+    let per = kw * NB;
+    assert!(
+        rows_p.is_multiple_of(MB) && a.len() >= rows_p * kw && ldc >= b.n.div_ceil(NB) * NB,
+        "amx::gemm_blocks: sizes"
+    );
+    for jb in 0..b.n.div_ceil(NB) {
+        let bb = b.data[jb * per..(jb + 1) * per].as_ptr();
+        for ib in 0..rows_p / MB {
+            // SAFETY: the caller's contract and the sizes asserted above.
+            unsafe {
+                block(
+                    a[ib * MB * kw..].as_ptr(),
+                    bb,
+                    kw / KB,
+                    c.add(ib * MB * ldc + jb * NB),
+                    ldc * 4,
+                    accumulate,
+                )
+            };
+        }
+    }
+}
+
+/// AVX-512 helpers of the packing passes (every AMX CPU has AVX-512F/BW).
+mod v512 {
+    use std::arch::x86_64::*;
+
+    /// `(hi, lo)` bf16 halves of 16 floats, as 16-bit lanes.
+    #[inline(always)]
+    pub(super) unsafe fn split16(x: __m512) -> (__m256i, __m256i) {
+        // SAFETY: register-only AVX-512F arithmetic (the caller's contract: AVX-512F).
+        unsafe {
+            let round = |v: __m512| {
+                let b = _mm512_castps_si512(v);
+                let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+                let r = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+                _mm512_srli_epi32::<16>(r)
+            };
+            let h = round(x);
+            let hf = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h));
+            let l = round(_mm512_sub_ps(x, hf));
+            (_mm512_cvtepi32_epi16(h), _mm512_cvtepi32_epi16(l))
+        }
+    }
+
+    /// e^x on 16 lanes (the Cephes polynomial of `simd::exp`, clamped to [-87, 88]).
+    #[inline(always)]
+    pub(super) unsafe fn exp16(x: __m512) -> __m512 {
+        // SAFETY: register-only AVX-512F arithmetic.
+        unsafe {
+            let x = _mm512_min_ps(
+                _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
+                _mm512_set1_ps(88.0),
+            );
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC }>(
+                _mm512_fmadd_ps(
+                    x,
+                    _mm512_set1_ps(std::f32::consts::LOG2_E),
+                    _mm512_set1_ps(0.5),
+                ),
+            );
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+            let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+            let mut p = _mm512_set1_ps(1.987_569_1e-4);
+            for c in [
+                1.398_199_9e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                1.666_666_5e-1,
+                0.5,
+            ] {
+                p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+            }
+            let p = _mm512_add_ps(
+                _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+                _mm512_set1_ps(1.0),
+            );
+            _mm512_scalef_ps(p, n)
+        }
+    }
+
+    /// Mask of the first `n <= 16` lanes.
+    #[inline(always)]
+    pub(super) fn lanes(n: usize) -> u16 {
+        ((1u32 << n) - 1) as u16
+    }
+
+    /// Store `alpha src` as packed row segments `hi | hi | lo` (`kp` apart); zero the
+    /// segments' padding past `src`. With `exp_of = Some(m)`, store `e^(src - m)` instead and
+    /// return its sum.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn pack_row(
+        src: &[f32],
+        alpha: f32,
+        exp_of: Option<f32>,
+        panel: &mut [u16],
+        row: usize,
+        kp: usize,
+    ) -> f32 {
+        let k = src.len();
+        let steps = 3 * kp / super::KB;
+        assert!(
+            k <= kp && kp.is_multiple_of(super::KB) && panel.len() >= (row / 16 + 1) * steps * 512,
+            "pack_row: sizes"
+        );
+        let at = |kk: usize| super::tile_offset(row, kk, steps);
+        let d = panel.as_mut_ptr();
+        let mut sum = _mm512_setzero_ps();
+        let a = _mm512_set1_ps(alpha);
+        let m = _mm512_set1_ps(exp_of.unwrap_or(0.0));
+        let mut i = 0;
+        while i < kp {
+            let n = (k.saturating_sub(i)).min(16);
+            let mask = lanes(n);
+            // SAFETY: lanes i..i + n of src (masked load); 16 u16 at i of each segment
+            // (kp is a multiple of 32).
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(mask, src.as_ptr().add(i));
+                let x = match exp_of {
+                    Some(_) => _mm512_maskz_mov_ps(mask, exp16(_mm512_sub_ps(x, m))),
+                    None => _mm512_mul_ps(x, a),
+                };
+                sum = _mm512_add_ps(sum, x);
+                let (h, l) = split16(x);
+                // 16 lanes never straddle a tile row (kp and i are multiples of 16)
+                _mm256_storeu_si256(d.add(at(i)) as *mut __m256i, h);
+                _mm256_storeu_si256(d.add(at(kp + i)) as *mut __m256i, h);
+                _mm256_storeu_si256(d.add(at(2 * kp + i)) as *mut __m256i, l);
+            }
+            i += 16;
+        }
+        _mm512_reduce_add_ps(sum)
+    }
+
+    /// Largest entry of a row.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn row_max(row: &[f32]) -> f32 {
+        let mut m = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < row.len() {
+            let n = (row.len() - i).min(16);
+            // SAFETY: a masked load of lanes i..i + n.
+            unsafe {
+                let x = _mm512_mask_loadu_ps(m, lanes(n), row.as_ptr().add(i));
+                m = _mm512_max_ps(m, x);
+            }
+            i += 16;
+        }
+        _mm512_reduce_max_ps(m)
+    }
+}
+
+/// Query rows per attention task (every key tile loaded serves this many rows).
+const QR: usize = 128;
+/// Keys per chunk of the online softmax (a task's scores and packed probabilities,
+/// `QR x KC` f32 + bf16x3, stay in L2).
+const KC: usize = 1024;
+
+/// Where [`attention_head`] reads a head's rows: row `i` of `x` at `x[i * ld..][..width]`.
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    pub x: &'a [f32],
+    pub ld: usize,
+    pub width: usize,
+}
+
+impl Rows<'_> {
+    fn row(&self, i: usize) -> &[f32] {
+        &self.x[i * self.ld..i * self.ld + self.width]
+    }
+}
+
+thread_local! {
+    /// An attention task's buffers: packed queries, scores, packed probabilities, output.
+    static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<f32>, Vec<u16>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// `softmax(scale q k^T) v` of one head, the query blocks in parallel: `lq` query rows and
+/// `lk` key / value rows; output row `i` goes to `out + i * ldo` (`v.width` floats).
+///
+/// Keys and values are packed once per head, in chunks of `KC`; each task runs flash-style
+/// over the chunks (scores as one tile GEMM, exact f32 online softmax, probabilities split
+/// into bf16x3, values as a second tile GEMM).
+///
+/// # Safety
+/// AMX is [`available`]; `out` is valid for writes of rows `0..lq` (`v.width` each, `ldo`
+/// apart) that nothing else reads or writes meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn attention_head(
+    q: Rows<'_>,
+    k: Rows<'_>,
+    v: Rows<'_>,
+    lq: usize,
+    lk: usize,
+    scale: f32,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let (hd, vd) = (q.width, v.width);
+    assert!(
+        available()
+            && k.width == hd
+            && lk > 0
+            && (lq == 0 || q.x.len() >= (lq - 1) * q.ld + hd)
+            && k.x.len() >= (lk - 1) * k.ld + hd
+            && v.x.len() >= (lk - 1) * v.ld + vd,
+        "amx::attention_head: sizes"
+    );
+    if lq == 0 || vd == 0 {
+        return;
+    }
+    let chunks = lk.div_ceil(KC);
+    let packed: Vec<(PackedB, PackedB)> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let (j0, nk) = (c * KC, KC.min(lk - c * KC));
+            (
+                PackedB::new(hd, nk, |kk, j| k.x[(j0 + j) * k.ld + kk]),
+                PackedB::new(nk, vd, |kk, j| v.x[(j0 + kk) * v.ld + j]),
+            )
+        })
+        .collect();
+    let kpq = hd.div_ceil(KB) * KB;
+    let vdp = vd.div_ceil(NB) * NB;
+    let out = super::attention::SendPtr(out);
+    (0..lq.div_ceil(QR)).into_par_iter().for_each(|blk| {
+        let q0 = blk * QR;
+        let m = QR.min(lq - q0);
+        let mp = m.div_ceil(MB) * MB;
+        SCRATCH.with(|cell| {
+            let (qa, s, pa, o) = &mut *cell.borrow_mut();
+            qa.clear();
+            qa.resize(mp * 3 * kpq, 0);
+            for i in 0..m {
+                split_row(q.row(q0 + i), scale, qa, i, kpq);
+            }
+            o.clear();
+            o.resize(mp * vdp, 0.0);
+            let mut mx = vec![f32::NEG_INFINITY; mp];
+            let mut sum = vec![0f32; mp];
+            // SAFETY: AMX is available (asserted above).
+            unsafe { configure() };
+            for (kt, vt) in &packed {
+                let nk = kt.n;
+                let ncp = nk.div_ceil(NB) * NB;
+                let kw = 3 * vt.kp;
+                s.resize(mp * ncp, 0.0);
+                pa.clear();
+                pa.resize(mp * kw, 0);
+                // SAFETY: s holds mp rows of ncp floats; qa mp packed rows of 3 kpq.
+                unsafe { gemm_blocks(qa, mp, kt, s.as_mut_ptr(), ncp, false) };
+                for r in 0..mp {
+                    let row = &s[r * ncp..r * ncp + nk];
+                    // SAFETY: as below.
+                    let mnew = mx[r].max(unsafe { v512::row_max(row) });
+                    let corr = if mx[r] == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        super::simd::exp(mx[r] - mnew)
+                    };
+                    // SAFETY: AVX-512 (AMX CPUs have it).
+                    let e = unsafe { v512::pack_row(row, 1.0, Some(mnew), pa, r, vt.kp) };
+                    sum[r] = sum[r] * corr + e;
+                    mx[r] = mnew;
+                    if corr != 1.0 {
+                        for x in &mut o[r * vdp..(r + 1) * vdp] {
+                            *x *= corr;
+                        }
+                    }
+                }
+                // SAFETY: o holds mp rows of vdp floats; pa mp packed rows of 3 kp.
+                unsafe { gemm_blocks(pa, mp, vt, o.as_mut_ptr(), vdp, true) };
+            }
+            for i in 0..m {
+                let inv = 1.0 / sum[i];
+                // SAFETY: row q0 + i of the output belongs to this task (caller's contract).
+                let dst =
+                    unsafe { std::slice::from_raw_parts_mut(out.get().add((q0 + i) * ldo), vd) };
+                for (d, x) in dst.iter_mut().zip(&o[i * vdp..i * vdp + vd]) {
+                    *d = x * inv;
+                }
+            }
+        });
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::attention::tests::{max_abs_diff, rand};
+
+    fn reference(a: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|kk| a[i * k + kk] as f64 * b[kk * n + j] as f64)
+                    .sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn split_keeps_sixteen_bits() {
+        for x in [1.0f32, -3.1415927, 1e-20, 6.5e4, 0.0, 123.456] {
+            let (h, l) = split(x);
+            let back = f32::from_bits((h as u32) << 16) + f32::from_bits((l as u32) << 16);
+            assert!(
+                (back - x).abs() <= x.abs() * 2f32.powi(-16),
+                "{x} -> {back}"
+            );
+        }
+    }
+
+    #[test]
+    fn gemm_matches_f64_reference() {
+        if !available() {
+            eprintln!("no AMX here: skipped");
+            return;
+        }
+        for &(m, k, n) in &[(1, 1, 1), (33, 70, 45), (130, 96, 288), (300, 257, 64)] {
+            let a = rand(m * k, 1);
+            let b = rand(k * n, 2);
+            let want = reference(&a, &b, (m, k, n));
+            let pb = PackedB::row_major(&b, k, n, n);
+            let mut c = vec![0.5f32; m * n];
+            gemm(m, &a, k, &pb, &mut c, n, 1.0, false);
+            let err = max_abs_diff(&c, &want);
+            let top = want.iter().fold(0f32, |t, v| t.max(v.abs()));
+            assert!(
+                err <= 2e-5 * top.max(1.0),
+                "{m}x{k}x{n}: {err} (|c| <= {top})"
+            );
+            // accumulate with a scale, and a transposed operand
+            let pt = PackedB::transposed(&transpose(&b, k, n), k, n, k);
+            gemm(m, &a, k, &pt, &mut c, n, -1.0, true);
+            assert!(
+                c.iter().all(|v| v.abs() <= 4e-5 * top.max(1.0)),
+                "{m}x{k}x{n}: accumulate"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_matches_f64_reference() {
+        if !available() {
+            eprintln!("no AMX here: skipped");
+            return;
+        }
+        for &(lq, lk, hd, vd) in &[(5, 7, 8, 3), (130, 1500, 96, 96), (200, 2100, 64, 40)] {
+            let q = rand(lq * hd, 3)
+                .iter()
+                .map(|v| 3.0 * v)
+                .collect::<Vec<f32>>();
+            let k = rand(lk * hd, 4);
+            let v = rand(lk * vd, 5);
+            let scale = (hd as f32).powf(-0.5);
+            let mut out = vec![0f32; lq * vd];
+            // SAFETY: AMX available; out has lq rows of vd.
+            unsafe {
+                attention_head(
+                    Rows {
+                        x: &q,
+                        ld: hd,
+                        width: hd,
+                    },
+                    Rows {
+                        x: &k,
+                        ld: hd,
+                        width: hd,
+                    },
+                    Rows {
+                        x: &v,
+                        ld: vd,
+                        width: vd,
+                    },
+                    lq,
+                    lk,
+                    scale,
+                    out.as_mut_ptr(),
+                    vd,
+                )
+            };
+            let mut err = 0f64;
+            for i in 0..lq {
+                let sc: Vec<f64> = (0..lk)
+                    .map(|j| {
+                        (0..hd)
+                            .map(|d| q[i * hd + d] as f64 * k[j * hd + d] as f64)
+                            .sum::<f64>()
+                            * scale as f64
+                    })
+                    .collect();
+                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = sc.iter().map(|x| (x - mx).exp()).collect();
+                let tot: f64 = e.iter().sum();
+                for c in 0..vd {
+                    let want: f64 = (0..lk).map(|j| e[j] * v[j * vd + c] as f64).sum::<f64>() / tot;
+                    err = err.max((want - out[i * vd + c] as f64).abs());
+                }
+            }
+            eprintln!("{lq}x{lk}x{hd}x{vd}: max|diff| {err:.2e}");
+            assert!(err < 2e-5, "{lq}x{lk}x{hd}x{vd}: {err}");
+        }
+    }
+
+    fn transpose(b: &[f32], k: usize, n: usize) -> Vec<f32> {
+        let mut t = vec![0f32; k * n];
+        for kk in 0..k {
+            for j in 0..n {
+                t[j * k + kk] = b[kk * n + j];
+            }
+        }
+        t
+    }
+}
