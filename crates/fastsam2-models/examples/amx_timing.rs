@@ -29,6 +29,36 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     println!("amx available: {}", amx::available());
     let only_attention = std::env::args().any(|a| a == "attention");
+    if std::env::args().any(|a| a == "serial") {
+        for &(m, k, n) in &[
+            (128usize, 256usize, 1024usize),
+            (128, 256, 1008),
+            (128, 256, 992),
+            (128, 256, 96),
+            (32, 256, 64),
+            (32, 32, 32),
+            (128, 32, 32),
+        ] {
+            let a = rand(m * k, 1);
+            let b = rand(k * n, 2);
+            let pb = amx::PackedB::row_major(&b, k, n, n);
+            let mut c = vec![0f32; m * n];
+            let reps = 200;
+            let ms = best(3, || {
+                for _ in 0..reps {
+                    amx::gemm_serial(m, &a, k, &pb, &mut c, n, 1.0, false);
+                }
+            }) / reps as f64;
+            let macs = (m * n * 3 * k.div_ceil(32) * 32) as f64;
+            println!(
+                "serial {m} x {k} x {n}: {:.1} us, {:.0} G bf16 MAC/s ({:.0}% of 1.5 T)",
+                ms * 1e3,
+                macs / ms / 1e6,
+                macs / ms / 1e6 / 15.0
+            );
+        }
+        return;
+    }
     for &(m, k, n) in if only_attention {
         &[][..]
     } else {

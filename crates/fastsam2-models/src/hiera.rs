@@ -549,21 +549,48 @@ impl Hiera {
         let mut outputs = Vec::new();
         let device = x.device();
         if host_fast_path(&device) && self.blocks.iter().all(MultiScaleBlock::host_ok) {
-            let (v, [b, h, w, c]) = to_host(x);
-            let mut m = HostMap { v, b, h, w, c };
-            for (i, blk) in self.blocks.iter().enumerate() {
-                m = blk.forward_host(m);
-                if self.stage_ends.contains(&i) {
-                    let t = from_host(m.v.clone(), [m.b, m.h, m.w, m.c], &device);
-                    outputs.push(t.permute([0, 3, 1, 2]));
-                }
-            }
-            return outputs;
+            return self
+                .host_levels(x)
+                .into_iter()
+                .map(|m| from_host(m.v, [m.b, m.h, m.w, m.c], &device).permute([0, 3, 1, 2]))
+                .collect();
         }
         for (i, blk) in self.blocks.iter().enumerate() {
             x = blk.forward(x);
             if self.stage_ends.contains(&i) {
                 outputs.push(x.clone().permute([0, 3, 1, 2]));
+            }
+        }
+        outputs
+    }
+
+    /// Whether [`Self::forward_host_levels`] applies (host device, every block host-capable).
+    pub fn host_ok(&self, device: &Device) -> bool {
+        host_fast_path(device) && self.blocks.iter().all(MultiScaleBlock::host_ok)
+    }
+
+    /// The stage outputs as channels-last host maps (highest resolution first), when
+    /// [`Self::host_ok`]: what the FPN neck's host path consumes without NCHW round trips.
+    pub fn forward_host_levels(&self, x: Tensor<4>) -> Option<Vec<HostMap>> {
+        self.host_ok(&x.device()).then(|| {
+            let x = self.patch_embed.proj.forward(x).permute([0, 2, 3, 1]);
+            let [_, h, w, _] = x.dims();
+            self.host_levels(x + self.pos_embed(h, w))
+        })
+    }
+
+    /// The host blocks from the embedded input (`[b, h, w, c]`).
+    fn host_levels(&self, x: Tensor<4>) -> Vec<HostMap> {
+        let (v, [b, h, w, c]) = to_host(x);
+        let mut m = HostMap { v, b, h, w, c };
+        let mut outputs = Vec::new();
+        for (i, blk) in self.blocks.iter().enumerate() {
+            m = blk.forward_host(m);
+            if self.stage_ends.contains(&i) {
+                outputs.push(HostMap {
+                    v: m.v.clone(),
+                    ..m
+                });
             }
         }
         outputs

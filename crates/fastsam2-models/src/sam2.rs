@@ -314,6 +314,16 @@ impl Sam2 {
 
     /// `forward_image` + `_prepare_backbone_features` for an input [B, 3, 1024, 1024].
     pub fn encode_frame(&self, img: Tensor<4>) -> FrameFeatures {
+        let d = &self.sam_mask_decoder;
+        if let (Some(c0), Some(c1)) = (&d.conv_s0, &d.conv_s1)
+            && let Some(l) = self.image_encoder.forward_frame_host(img.clone(), c0, c1)
+        {
+            return FrameFeatures {
+                vision_feat: l.feat,
+                vision_pos: l.pos,
+                high_res: (l.s0, l.s1),
+            };
+        }
         self.frame_features(self.image_encoder.forward(img))
     }
 
