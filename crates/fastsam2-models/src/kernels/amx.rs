@@ -658,6 +658,45 @@ mod v512 {
         _mm512_reduce_add_ps(sum)
     }
 
+    /// Rows of 32 probability lanes (`st [n][32]`) as bf16 pairs of consecutive rows,
+    /// `[n / 2][32 lanes][2]`, split into `hi` and `lo`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn pair_probs(st: &[f32], hi: &mut [u16], lo: &mut [u16]) {
+        let n = st.len() / 32;
+        assert!(
+            n.is_multiple_of(2) && hi.len() >= n * 32 && lo.len() >= n * 32,
+            "pair_probs: sizes"
+        );
+        let round = |v: __m512i| {
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+            _mm512_srli_epi32::<16>(_mm512_add_epi32(
+                v,
+                _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)),
+            ))
+        };
+        let (s, h, l) = (st.as_ptr(), hi.as_mut_ptr(), lo.as_mut_ptr());
+        for j in 0..n / 2 {
+            for q in [0, 16] {
+                // SAFETY: rows 2j, 2j + 1 (lanes q..q + 16) of st; 16 u32 pairs at row j of
+                // hi / lo (asserted sizes).
+                unsafe {
+                    let x0 = _mm512_loadu_ps(s.add(2 * j * 32 + q));
+                    let x1 = _mm512_loadu_ps(s.add((2 * j + 1) * 32 + q));
+                    let h0 = round(_mm512_castps_si512(x0));
+                    let h1 = round(_mm512_castps_si512(x1));
+                    let r0 = _mm512_sub_ps(x0, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h0)));
+                    let r1 = _mm512_sub_ps(x1, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h1)));
+                    let l0 = round(_mm512_castps_si512(r0));
+                    let l1 = round(_mm512_castps_si512(r1));
+                    let hp = _mm512_or_si512(h0, _mm512_slli_epi32::<16>(h1));
+                    let lp = _mm512_or_si512(l0, _mm512_slli_epi32::<16>(l1));
+                    _mm512_storeu_si512(h.add(j * 64 + 2 * q) as *mut __m512i, hp);
+                    _mm512_storeu_si512(l.add(j * 64 + 2 * q) as *mut __m512i, lp);
+                }
+            }
+        }
+    }
+
     /// Largest entry of a row.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn row_max(row: &[f32]) -> f32 {
@@ -811,6 +850,164 @@ pub unsafe fn attention_head(
             }
         });
     });
+}
+
+/// The memory tokens of SAM 2's folded cross-attention as the left operand of its value
+/// product `O^T [kv, q] += V^T [kv, keys] P [keys, q]`: `[kv / 16][keys / 32][16][32]` bf16
+/// tiles. `None` unless every value is a bf16 (the memories are stored in bf16, so their
+/// tokens are exact and one product per probability half suffices) and the sizes are
+/// multiples of the tiles.
+pub(crate) fn pack_values_t(vals: &[f32], keys: usize, kv: usize) -> Option<Aligned<u16>> {
+    if !available() || !keys.is_multiple_of(32) || !kv.is_multiple_of(32) || vals.len() < keys * kv
+    {
+        return None;
+    }
+    if !vals[..keys * kv]
+        .par_iter()
+        .all(|v| v.to_bits() & 0xffff == 0)
+    {
+        return None;
+    }
+    let groups = keys / 32;
+    let mut vt = Aligned::new();
+    vt.zeroed(kv * keys);
+    vt.par_chunks_mut(512).enumerate().for_each(|(t, tile)| {
+        let (eb, g) = (t / groups, t % groups);
+        for (r, row) in tile.chunks_exact_mut(32).enumerate() {
+            let e = eb * 16 + r;
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = (vals[(g * 32 + j) * kv + e].to_bits() >> 16) as u16;
+            }
+        }
+    });
+    Some(vt)
+}
+
+thread_local! {
+    /// The probabilities of a row step, split: `[n / 2][32][2]` bf16 (hi, then lo).
+    static PROBS: std::cell::RefCell<(Aligned<u16>, Aligned<u16>)> =
+        const { std::cell::RefCell::new((Aligned::new(), Aligned::new())) };
+}
+
+/// The value product of one row step of the folded cross-attention on AMX tiles:
+/// `o [kv][32] += sum over the step's keys of p[key][q] v[key][e]`, for `frames` memory
+/// frames whose probabilities are `st[t * st_stride..][..n * 32]` (key-major, 32 query lanes)
+/// and whose keys are `t * l + key0 ..+ n` in `vt` ([`pack_values_t`]).
+///
+/// # Safety
+/// AMX is [`available`]; `n`, `key0`, `l` and `kv` are multiples of 32.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn rope_values(
+    st: &[f32],
+    st_stride: usize,
+    n: usize,
+    frames: usize,
+    l: usize,
+    key0: usize,
+    vt: &[u16],
+    kv: usize,
+    o: &mut [f32],
+) {
+    let groups = vt.len() / (kv * 32);
+    assert!(
+        n.is_multiple_of(32)
+            && key0.is_multiple_of(32)
+            && l.is_multiple_of(32)
+            && kv.is_multiple_of(32)
+            && groups * 32 >= (frames - 1) * l + key0 + n
+            && st.len() >= (frames - 1) * st_stride + n * 32
+            && o.len() >= kv * 32,
+        "amx::rope_values: sizes"
+    );
+    PROBS.with(|cell| {
+        let (ph, pl) = &mut *cell.borrow_mut();
+        if ph.len() < n * 32 {
+            ph.zeroed(n * 32);
+            pl.zeroed(n * 32);
+        }
+        // SAFETY: AMX is available (caller).
+        unsafe { configure() };
+        for t in 0..frames {
+            // SAFETY: AVX-512 (AMX CPUs have it); the step's n rows of 32 lanes.
+            unsafe { v512::pair_probs(&st[t * st_stride..t * st_stride + n * 32], ph, pl) };
+            let g0 = (t * l + key0) / 32;
+            for half in 0..kv / 32 {
+                // SAFETY: tiles of V^T bands 2 half and 2 half + 1 from group g0 (n / 32 of
+                // them, inside vt: asserted); the packed probabilities; o rows 32 half..+32.
+                unsafe {
+                    values_block(
+                        vt.as_ptr().add((2 * half * groups + g0) * 512),
+                        vt.as_ptr().add(((2 * half + 1) * groups + g0) * 512),
+                        ph.as_ptr(),
+                        pl.as_ptr(),
+                        n / 32,
+                        o.as_mut_ptr().add(half * 32 * 32),
+                    )
+                };
+            }
+        }
+    });
+}
+
+/// `C [32 e][32 q] += A [32 e][steps * 32 keys] (B_hi + B_lo)`: C at `c` (f32, rows 128 bytes
+/// apart), A's two 16-row bands at `a0` / `a1` (1 KB tiles in sequence), B's halves as
+/// `[16 pairs][32][2]` per step (2 KB) at `bh` / `bl`.
+///
+/// # Safety
+/// AMX configured with [`CONFIG`]; the pointers cover `steps` tiles / steps.
+#[inline(always)]
+unsafe fn values_block(
+    a0: *const u16,
+    a1: *const u16,
+    bh: *const u16,
+    bl: *const u16,
+    steps: usize,
+    c: *mut f32,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "tileloadd tmm0, [{o} + {ldo}*1]",
+            "tileloadd tmm1, [{o} + {ldo}*1 + 64]",
+            "tileloadd tmm2, [{o2} + {ldo}*1]",
+            "tileloadd tmm3, [{o2} + {ldo}*1 + 64]",
+            "2:",
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm5, [{a1} + {lda}*1]",
+            "tileloadd tmm6, [{bh} + {ldo}*1]",
+            "tileloadd tmm7, [{bh} + {ldo}*1 + 64]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm6, [{bl} + {ldo}*1]",
+            "tileloadd tmm7, [{bl} + {ldo}*1 + 64]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, 1024",
+            "add {a1}, 1024",
+            "add {bh}, 2048",
+            "add {bl}, 2048",
+            "dec {n}",
+            "jnz 2b",
+            "tilestored [{o} + {ldo}*1], tmm0",
+            "tilestored [{o} + {ldo}*1 + 64], tmm1",
+            "tilestored [{o2} + {ldo}*1], tmm2",
+            "tilestored [{o2} + {ldo}*1 + 64], tmm3",
+            a0 = inout(reg) a0 => _,
+            a1 = inout(reg) a1 => _,
+            bh = inout(reg) bh => _,
+            bl = inout(reg) bl => _,
+            n = inout(reg) steps => _,
+            lda = in(reg) 64usize,
+            o = in(reg) c,
+            o2 = in(reg) c.add(16 * 32),
+            ldo = in(reg) 128usize,
+            options(nostack),
+        );
+    }
 }
 
 #[cfg(test)]

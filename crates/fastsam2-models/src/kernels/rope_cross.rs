@@ -279,6 +279,13 @@ pub fn worth_folding(
     shared_queries: bool,
 ) -> bool {
     let (side, hd, kv) = (keys.side, keys.hd, keys.kv);
+    if super::amx::available() {
+        // both paths on AMX tiles (the unfolded attention whole, the folded one's value
+        // products): measured with `rope_cross_speed` (SAM 2's shapes, 2 threads), folded vs
+        // rotated keys + attention: 54 vs 26 ms at 1 frame, 84 vs 77 at 3, 101 vs 101 at 4,
+        // 151 vs 192 at 7 (the key projection, ~2 ms per frame, on the unfolded side)
+        return frames >= 4;
+    }
     let half = hd / 2;
     // multiply-adds per query of the two G tables
     let per_query: usize = [false, true]
@@ -355,6 +362,15 @@ fn rope_cross_impl(
     let blocks = l.div_ceil(GT);
     let mut out = vec![0f32; b * l * kv];
     let out_ptr = SendPtr(out.as_mut_ptr());
+    // the value products on AMX tiles where possible: every memory token is a bf16 (the
+    // memories are stored so) and the grid rows are whole tiles of keys
+    let vts: Vec<Option<super::amx::Aligned<u16>>> = (0..b)
+        .map(|ob| {
+            (!portable && s.is_multiple_of(32) && fast_kernels())
+                .then(|| super::amx::pack_values_t(&vals[ob * lk * kv..], frames * l, kv))
+                .flatten()
+        })
+        .collect();
     let run_block = |bi: usize, blk: usize, objects: std::ops::Range<usize>| {
         let q0 = blk * GT;
         let nt = GT.min(l - q0);
@@ -431,6 +447,7 @@ fn rope_cross_impl(
                 for y0 in (0..s).step_by(rows) {
                     row_step(
                         portable,
+                        vts[ob].as_deref(),
                         &gx[sb * QB..],
                         &gy[y0 * (kv + 1) * GT + sb * QB..],
                         ub,
@@ -756,6 +773,7 @@ unsafe fn row_step_with<P: Products>(
     st: &mut [f32],
     state: &mut Softmax,
     o: &mut [f32],
+    vt: Option<&[u16]>,
 ) {
     let l = s * s;
     let stride_u = l * kv;
@@ -829,6 +847,13 @@ unsafe fn row_step_with<P: Products>(
     // the next frame's value tokens (or the next rows' first key tokens), spread over the
     // value products: ny * s * kv / 16 lines per frame
     let n = ny * s;
+    if let Some(vt) = vt {
+        // the value products on AMX tiles (`amx::rope_values`; the caller packed `vt` only
+        // where the sizes are multiples of the tiles and the CPU has AMX)
+        // SAFETY: as above; sizes checked inside.
+        unsafe { super::amx::rope_values(st, stride_st, n, frames, l, y0 * s, vt, kv, o) };
+        return;
+    }
     let lines = (n * kv).div_ceil(16);
     let chunks = (kv / 8).max(1);
     for t in 0..frames {
@@ -881,7 +906,7 @@ fn row_step_body(
     o: &mut [f32],
 ) {
     // SAFETY: the portable products need no CPU feature.
-    unsafe { row_step_with::<Portable>(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o) }
+    unsafe { row_step_with::<Portable>(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o, None) }
 }
 
 #[inline(always)]
@@ -920,6 +945,7 @@ pub fn fast_kernels() -> bool {
 #[allow(clippy::too_many_arguments)]
 fn row_step(
     portable: bool,
+    vt: Option<&[u16]>,
     gx: &[f32],
     gy: &[f32],
     u: &[f32],
@@ -936,7 +962,9 @@ fn row_step(
     #[cfg(target_arch = "x86_64")]
     if !portable && fast_kernels() {
         // SAFETY: the CPU has the features (checked above); slice bounds are asserted inside.
-        return unsafe { avx512::row_step(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o) };
+        return unsafe {
+            avx512::row_step(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o, vt)
+        };
     }
     let _ = portable;
     row_step_portable(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o)
@@ -1156,9 +1184,10 @@ mod avx512 {
         st: &mut [f32],
         state: &mut Softmax,
         o: &mut [f32],
+        vt: Option<&[u16]>,
     ) {
         // SAFETY: this function's own target features are the products' requirement.
-        unsafe { row_step_with::<Avx512>(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o) }
+        unsafe { row_step_with::<Avx512>(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o, vt) }
     }
 }
 
@@ -1313,6 +1342,47 @@ mod tests {
     /// Timing on SAM 2's shapes (4096 queries, 256 channels, 64-wide memories), folded vs
     /// rotate + `attention_shared_values`:
     /// `RAYON_NUM_THREADS=2 cargo test --release -p fastsam2-models rope_cross_speed -- --ignored --nocapture`
+    /// The AMX value products (bf16 memory tokens, whole tiles of keys) against the portable
+    /// kernel, which never uses them.
+    #[test]
+    fn amx_values_match_portable() {
+        let (side, hd, kv, n_ptr) = (32, 64, 32, 3);
+        let l = side * side;
+        let table = axial_rope(hd, side, side, 10000.0);
+        let wk: Vec<f32> = rand(kv * hd, 11).iter().map(|v| v * 0.3).collect();
+        let bk = rand(hd, 12);
+        let keys = RopeKeys {
+            side,
+            hd,
+            kv,
+            wk: &wk,
+            bk: Some(&bk),
+            table: &table,
+        };
+        for (frames, b) in [(1, 1), (3, 2)] {
+            let lk = frames * l + n_ptr;
+            let q: Vec<f32> = rand(l * hd, 13).iter().map(|v| 2.0 * v).collect();
+            let u = rand(b * lk * kv, 14);
+            let vals: Vec<f32> = rand(b * lk * kv, 15)
+                .iter()
+                .map(|v| f32::from_bits(v.to_bits() & 0xffff_0000))
+                .collect();
+            let kptr = rand(b * n_ptr * hd, 16);
+            let run = |portable| {
+                rope_cross_impl(
+                    &keys, &q, 1, &u, &vals, &kptr, b, frames, n_ptr, 0.125, portable,
+                )
+            };
+            let (fast, slow) = (run(false), run(true));
+            let err = max_abs_diff(&fast, &slow);
+            eprintln!(
+                "frames {frames}, objects {b}: max|diff| {err:.2e} (AMX: {})",
+                crate::kernels::amx::available()
+            );
+            assert!(err < 2e-5, "frames {frames}: {err}");
+        }
+    }
+
     #[test]
     #[ignore]
     fn rope_cross_speed() {
@@ -1333,7 +1403,11 @@ mod tests {
             let lk = frames * l + n_ptr;
             let q = rand(l * hd, 3);
             let u = rand(lk * kv, 4);
-            let vals = rand(lk * kv, 5);
+            // bf16 values, as the stored memories are (the AMX value products need them)
+            let vals: Vec<f32> = rand(lk * kv, 5)
+                .iter()
+                .map(|v| f32::from_bits(v.to_bits() & 0xffff_0000))
+                .collect();
             let kptr = rand(n_ptr * hd, 6);
             let k = rand(lk * hd, 7);
             // best of 5 (the machine is shared and noisy)
@@ -1392,6 +1466,7 @@ mod tests {
                 for y0 in (0..s).step_by(rows) {
                     row_step(
                         false,
+                        None,
                         &gx,
                         &gy[y0 * (kv + 1) * GT..],
                         &u,
