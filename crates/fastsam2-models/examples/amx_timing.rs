@@ -29,6 +29,31 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     println!("amx available: {}", amx::available());
     let only_attention = std::env::args().any(|a| a == "attention");
+    if std::env::args().any(|a| a == "mlp") {
+        use burn::nn::LinearConfig;
+        let device = burn::tensor::Device::flex();
+        let l1 = LinearConfig::new(256, 2048).init(&device);
+        let l2 = LinearConfig::new(2048, 256).init(&device);
+        let x = rand(4096 * 256, 1);
+        let mlp = fastsam2_models::kernels::mlp::HostMlp::new(
+            &l1,
+            &l2,
+            fastsam2_models::kernels::mlp::Act::Relu,
+        );
+        let ms = best(5, || {
+            std::hint::black_box(mlp.rows(&x, 4096));
+        });
+        let t = Instant::now();
+        let mlp2 = fastsam2_models::kernels::mlp::HostMlp::new(
+            &l1,
+            &l2,
+            fastsam2_models::kernels::mlp::Act::Relu,
+        );
+        let new_ms = t.elapsed().as_secs_f64() * 1e3;
+        drop(mlp2);
+        println!("HostMlp 4096 x 256 -> 2048 -> 256: {ms:.1} ms (HostMlp::new {new_ms:.1} ms)");
+        return;
+    }
     if std::env::args().any(|a| a == "serial") {
         for &(m, k, n) in &[
             (128usize, 256usize, 1024usize),

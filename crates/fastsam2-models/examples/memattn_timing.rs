@@ -27,7 +27,18 @@ fn main() {
     let l = 4096;
     let tgt = Tensor::<3>::random([1, l, 256], n, &device);
     let n_ptr = 4 * frames.min(16);
-    let mem = Tensor::<3>::random([1, frames * l + n_ptr, 64], n, &device);
+    // memories are stored in bf16 (their tokens are exact bf16 values, which the AMX value
+    // products rely on)
+    let bf16 = |t: Tensor<3>| {
+        let dims = t.dims();
+        let (v, _) = fastsam2_models::kernels::to_host(t);
+        let v = v
+            .iter()
+            .map(|x| f32::from_bits(x.to_bits() & 0xffff_0000))
+            .collect();
+        fastsam2_models::kernels::from_host(v, dims, &device)
+    };
+    let mem = bf16(Tensor::<3>::random([1, frames * l + n_ptr, 64], n, &device));
     let pos = Tensor::<3>::random([1, frames * l + n_ptr, 64], n, &device);
     for r in 0..=reps {
         let mut line = format!("rep {r}:");
@@ -75,7 +86,7 @@ fn main() {
     // two objects on one frame: separately (b = 1 each) against one batch (shared layer-0
     // queries), both from the frame's shared first self-attention; interleaved
     let first = ma.forward_first_self(tgt.clone(), tgt.clone() * 0.0);
-    let mem2 = Tensor::<3>::random([1, frames * l + n_ptr, 64], n, &device);
+    let mem2 = bf16(Tensor::<3>::random([1, frames * l + n_ptr, 64], n, &device));
     for r in 0..=reps {
         let t = Instant::now();
         for m in [&mem, &mem2] {

@@ -337,12 +337,16 @@ fn channels_first(v: &[f32], b: usize, hw: usize, c: usize) -> Vec<f32> {
     out
 }
 
+/// A callback that sees named intermediate maps (parity tests).
+type Tap<'a> = &'a mut dyn FnMut(&str, &Tensor<4>);
+
 /// [`sine_2d_tensor`] computed once per size (a constant: ~20 ms per frame for SAM 2's four
 /// levels otherwise).
 fn cached_sine(d: usize, h: usize, w: usize, device: &Device) -> Tensor<4> {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<(usize, usize, usize), Arc<Vec<f32>>>>> = OnceLock::new();
+    type Sines = HashMap<(usize, usize, usize), Arc<Vec<f32>>>;
+    static CACHE: OnceLock<Mutex<Sines>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let v = cache
         .lock()
@@ -377,11 +381,7 @@ impl Sam2ImageEncoder {
         self.forward_impl(x, Some(&mut tap))
     }
 
-    fn forward_impl(
-        &self,
-        x: Tensor<4>,
-        mut tap: Option<&mut dyn FnMut(&str, &Tensor<4>)>,
-    ) -> BackboneOut {
+    fn forward_impl(&self, x: Tensor<4>, mut tap: Option<Tap<'_>>) -> BackboneOut {
         let device = x.device();
         let (mut feats, mut pos) = match self.trunk.forward_host_levels(x.clone()) {
             Some(levels) => {

@@ -207,7 +207,7 @@ impl RoPEAttention {
         use crate::kernels::{from_host, to_host};
         let device = q.device();
         let [b, lk, _] = k.dims();
-        let (mut qh, [bq, lq, c]) = to_host(self.q_proj.forward(q));
+        let (mut qh, [bq, lq, c]) = to_host(crate::kernels::host::linear3(&self.q_proj, q));
         let nh = self.num_heads;
         let hd = c / nh;
         let side = (lq as f64).sqrt() as usize;
@@ -233,7 +233,7 @@ impl RoPEAttention {
         if bq < b {
             qh = qh.repeat(b / bq);
         }
-        let (mut kh, _) = to_host(self.k_proj.forward(k));
+        let (mut kh, _) = to_host(crate::kernels::host::linear3(&self.k_proj, k));
         for bi in 0..b {
             rotate_in_place(
                 &mut kh[bi * lk * c..bi * lk * c + n_rot * c],
@@ -249,9 +249,9 @@ impl RoPEAttention {
             let px = attention_shared_values(&qh, &kh, &xh, b, lq, lk, nh, hd, vd, scale);
             return self.project_values(px, b, lq, vd, &device);
         }
-        let (vh, _) = to_host(self.v_proj.forward(v));
+        let (vh, _) = to_host(crate::kernels::host::linear3(&self.v_proj, v));
         let out = attention(&qh, &kh, &vh, b, lq, lk, nh, hd, scale);
-        self.out_proj.forward(from_host(out, [b, lq, c], &device))
+        crate::kernels::host::linear3(&self.out_proj, from_host(out, [b, lq, c], &device))
     }
 
     /// One head over narrower memories on a square grid whose rotated keys are whole grids
@@ -303,7 +303,11 @@ impl RoPEAttention {
             return None;
         }
         let kptr = if n_ptr > 0 {
-            to_host(self.k_proj.forward(k.clone().narrow(1, n_rot, n_ptr))).0
+            to_host(crate::kernels::host::linear3(
+                &self.k_proj,
+                k.clone().narrow(1, n_rot, n_ptr),
+            ))
+            .0
         } else {
             Vec::new()
         };
@@ -344,7 +348,7 @@ impl RoPEAttention {
         if let Some(bias) = &self.v_proj.bias {
             out = out + bias.val().unsqueeze::<3>();
         }
-        self.out_proj.forward(out)
+        crate::kernels::host::linear3(&self.out_proj, out)
     }
 
     fn heads(&self, x: Tensor<3>) -> Tensor<4> {
@@ -395,9 +399,9 @@ impl RoPEAttention {
         } else {
             q
         };
-        let q = self.heads(self.q_proj.forward(q));
-        let k = self.heads(self.k_proj.forward(k));
-        let v = self.heads(self.v_proj.forward(v));
+        let q = self.heads(crate::kernels::host::linear3(&self.q_proj, q));
+        let k = self.heads(crate::kernels::host::linear3(&self.k_proj, k));
+        let v = self.heads(crate::kernels::host::linear3(&self.v_proj, v));
         let [b, nh, lq, hd] = q.dims();
         let side = (lq as f64).sqrt() as usize;
         let tables = RopeTables::new(hd, side, side, self.rope_theta, &q.device());
@@ -412,7 +416,7 @@ impl RoPEAttention {
         };
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
         let out = out.swap_dims(1, 2).reshape([b, lq, nh * hd]);
-        self.out_proj.forward(out)
+        crate::kernels::host::linear3(&self.out_proj, out)
     }
 }
 

@@ -377,8 +377,8 @@ pub fn gemm_serial(
 pub fn packed_weights(w: &[f32], k: usize, n: usize) -> std::sync::Arc<PackedB> {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<(u64, u64, usize, usize), Arc<PackedB>>>> =
-        OnceLock::new();
+    type Packings = HashMap<(u64, u64, usize, usize), Arc<PackedB>>;
+    static CACHE: OnceLock<Mutex<Packings>> = OnceLock::new();
     assert_eq!(w.len(), k * n, "packed weights: buffer size");
     // two independent multiply-xor lanes per chunk, chunks combined in order
     let lanes = |seed: u64, mul: u64| {
@@ -735,9 +735,11 @@ impl Rows<'_> {
     }
 }
 
+/// An attention task's buffers: packed queries, scores, packed probabilities, output.
+type AttnScratch = (Aligned<u16>, Aligned<f32>, Aligned<u16>, Aligned<f32>);
+
 thread_local! {
-    /// An attention task's buffers: packed queries, scores, packed probabilities, output.
-    static SCRATCH: std::cell::RefCell<(Aligned<u16>, Aligned<f32>, Aligned<u16>, Aligned<f32>)> =
+    static SCRATCH: std::cell::RefCell<AttnScratch> =
         const { std::cell::RefCell::new((Aligned::new(), Aligned::new(), Aligned::new(), Aligned::new())) };
 }
 
@@ -1029,7 +1031,7 @@ mod tests {
 
     #[test]
     fn split_keeps_sixteen_bits() {
-        for x in [1.0f32, -3.1415927, 1e-20, 6.5e4, 0.0, 123.456] {
+        for x in [1.0f32, -2.3456, 1e-20, 6.5e4, 0.0, 123.456] {
             let (h, l) = split(x);
             let back = f32::from_bits((h as u32) << 16) + f32::from_bits((l as u32) << 16);
             assert!(
