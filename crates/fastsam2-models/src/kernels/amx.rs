@@ -697,6 +697,23 @@ mod v512 {
         }
     }
 
+    /// `src` split into bf16 halves, element by element (`src.len()` a multiple of 16).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn split_slice(src: &[f32], hi: &mut [u16], lo: &mut [u16]) {
+        assert!(
+            src.len().is_multiple_of(16) && hi.len() == src.len() && lo.len() == src.len(),
+            "split_slice: sizes"
+        );
+        for i in (0..src.len()).step_by(16) {
+            // SAFETY: 16 lanes at i of each slice (asserted sizes).
+            unsafe {
+                let (h, l) = split16(_mm512_loadu_ps(src.as_ptr().add(i)));
+                _mm256_storeu_si256(hi.as_mut_ptr().add(i) as *mut __m256i, h);
+                _mm256_storeu_si256(lo.as_mut_ptr().add(i) as *mut __m256i, l);
+            }
+        }
+    }
+
     /// Largest entry of a row.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn row_max(row: &[f32]) -> f32 {
@@ -1008,6 +1025,161 @@ unsafe fn values_block(
             o2 = in(reg) c.add(16 * 32),
             ldo = in(reg) 128usize,
             options(nostack),
+        );
+    }
+}
+
+/// The memory tokens of the folded cross-attention as the left operand of its score products:
+/// `u` (f32, row-major `[keys][kv]`) split into bf16 `hi` and `lo` halves of the same layout.
+/// `None` unless AMX is [`available`] and the length a multiple of 16.
+pub(crate) fn split_tokens(u: &[f32]) -> Option<(Aligned<u16>, Aligned<u16>)> {
+    if !available() || !u.len().is_multiple_of(16) {
+        return None;
+    }
+    let (mut hi, mut lo) = (Aligned::new(), Aligned::new());
+    hi.zeroed(u.len());
+    lo.zeroed(u.len());
+    const CHUNK: usize = 1 << 14;
+    hi.par_chunks_mut(CHUNK)
+        .zip(lo.par_chunks_mut(CHUNK))
+        .zip(u.par_chunks(CHUNK))
+        // SAFETY: AMX CPUs have AVX-512F/BW; the three chunks have the same length.
+        .for_each(|((h, l), x)| unsafe { v512::split_slice(x, h, l) });
+    Some((hi, lo))
+}
+
+/// Rows of 32 f32 lanes (`src [n][32]`, `n` even) as the right operand of a tile product:
+/// `[n / 2][32][2]` bf16 pairs of consecutive rows, split into `hi` and `lo`.
+///
+/// # Safety
+/// AMX is [`available`].
+pub(crate) unsafe fn pack_pairs(src: &[f32], hi: &mut [u16], lo: &mut [u16]) {
+    // SAFETY: AMX CPUs have AVX-512F/BW; sizes are checked inside.
+    unsafe { v512::pair_probs(src, hi, lo) }
+}
+
+/// Load [`CONFIG`] on this thread (before [`load_c`], [`scores_product`], [`store_c`]).
+///
+/// # Safety
+/// AMX is [`available`].
+pub(crate) unsafe fn configure_tiles() {
+    // SAFETY: the caller's contract.
+    unsafe { configure() }
+}
+
+/// Load accumulator pair `k` (0: tmm0/tmm1, 1: tmm2/tmm3) from `[16][32]` f32 at `c`, rows
+/// `ld` bytes apart.
+///
+/// # Safety
+/// AMX configured with [`CONFIG`] on this thread; `c` covers 16 rows of 128 bytes, `ld` apart.
+#[inline(always)]
+pub(crate) unsafe fn load_c(k: usize, c: *const f32, ld: usize) {
+    // SAFETY: the caller's contract; the tile registers are not used by compiled code.
+    unsafe {
+        if k == 0 {
+            std::arch::asm!(
+                "tileloadd tmm0, [{c} + {ld}*1]",
+                "tileloadd tmm1, [{c} + {ld}*1 + 64]",
+                c = in(reg) c, ld = in(reg) ld, options(nostack, readonly),
+            );
+        } else {
+            std::arch::asm!(
+                "tileloadd tmm2, [{c} + {ld}*1]",
+                "tileloadd tmm3, [{c} + {ld}*1 + 64]",
+                c = in(reg) c, ld = in(reg) ld, options(nostack, readonly),
+            );
+        }
+    }
+}
+
+/// Store accumulator pair `k` (see [`load_c`]) to `c`, rows `ld` bytes apart.
+///
+/// # Safety
+/// As [`load_c`], `c` writable.
+#[inline(always)]
+pub(crate) unsafe fn store_c(k: usize, c: *mut f32, ld: usize) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if k == 0 {
+            std::arch::asm!(
+                "tilestored [{c} + {ld}*1], tmm0",
+                "tilestored [{c} + {ld}*1 + 64], tmm1",
+                c = in(reg) c, ld = in(reg) ld, options(nostack),
+            );
+        } else {
+            std::arch::asm!(
+                "tilestored [{c} + {ld}*1], tmm2",
+                "tilestored [{c} + {ld}*1 + 64], tmm3",
+                c = in(reg) c, ld = in(reg) ld, options(nostack),
+            );
+        }
+    }
+}
+
+/// The score products of the folded cross-attention: both accumulator pairs (two tiles of 16
+/// keys x 32 queries) `+=` their keys' tokens times one G matrix, in bf16x3
+/// (`u_hi g_hi + u_hi g_lo + u_lo g_hi`). The keys of pair `k` are the 16 rows at `ak` (hi)
+/// and `ak_lo` (lo), `lda` bytes apart, 32 channels per step; the G matrix is `steps` blocks
+/// of `[16 pairs][32][2]` bf16 (2 KB) at `bh` / `bl`.
+///
+/// # Safety
+/// AMX configured with [`CONFIG`]; the pointers cover `steps` steps.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn scores_product(
+    a0: *const u16,
+    a1: *const u16,
+    a0_lo: *const u16,
+    a1_lo: *const u16,
+    lda: usize,
+    bh: *const u16,
+    bl: *const u16,
+    steps: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "2:",
+            "tileloadd tmm4, [{a0} + {lda}*1]",
+            "tileloadd tmm5, [{a1} + {lda}*1]",
+            "tileloadd tmm6, [{bh} + {ldb}*1]",
+            "tileloadd tmm7, [{bh} + {ldb}*1 + 64]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm6, [{bl} + {ldb}*1]",
+            "tileloadd tmm7, [{bl} + {ldb}*1 + 64]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "tileloadd tmm4, [{a0l} + {lda}*1]",
+            "tileloadd tmm5, [{a1l} + {lda}*1]",
+            "tileloadd tmm6, [{bh} + {ldb}*1]",
+            "tileloadd tmm7, [{bh} + {ldb}*1 + 64]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, 64",
+            "add {a1}, 64",
+            "add {a0l}, 64",
+            "add {a1l}, 64",
+            "add {bh}, 2048",
+            "add {bl}, 2048",
+            "dec {n}",
+            "jnz 2b",
+            a0 = inout(reg) a0 => _,
+            a1 = inout(reg) a1 => _,
+            a0l = inout(reg) a0_lo => _,
+            a1l = inout(reg) a1_lo => _,
+            lda = in(reg) lda,
+            bh = inout(reg) bh => _,
+            bl = inout(reg) bl => _,
+            ldb = in(reg) 128usize,
+            n = inout(reg) steps => _,
+            options(nostack, readonly),
         );
     }
 }

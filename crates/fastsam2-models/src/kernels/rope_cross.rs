@@ -371,6 +371,20 @@ fn rope_cross_impl(
                 .flatten()
         })
         .collect();
+    // and the scores too (`avx512::amx_frames`) where the grid is whole tile pairs: the memory
+    // tokens split into bf16 halves once per call
+    let amx_scores = !portable
+        && s.is_multiple_of(32)
+        && kv.is_multiple_of(32)
+        && fast_kernels()
+        && amx_scores_enabled();
+    let us: Vec<Option<(super::amx::Aligned<u16>, super::amx::Aligned<u16>)>> = (0..b)
+        .map(|ob| {
+            (amx_scores && vts[ob].is_some())
+                .then(|| super::amx::split_tokens(&u[ob * lk * kv..][..frames * l * kv]))
+                .flatten()
+        })
+        .collect();
     let run_block = |bi: usize, blk: usize, objects: std::ops::Range<usize>| {
         let q0 = blk * GT;
         let nt = GT.min(l - q0);
@@ -432,6 +446,8 @@ fn rope_cross_impl(
         let rows = rows_per_step(frames);
         let mut st = vec![0f32; (frames * rows * s).max(n_ptr) * QB];
         let mut o = vec![0f32; kv * QB];
+        // the G tables as tile operands (packed on the first object that uses them)
+        let mut packed: Option<AmxTables> = None;
         for ob in objects {
             let ub = &u[ob * lk * kv..(ob + 1) * lk * kv];
             let vb = &vals[ob * lk * kv..(ob + 1) * lk * kv];
@@ -444,23 +460,34 @@ fn rope_cross_impl(
                     sum: [0.0; QB],
                 };
                 o.fill(0.0);
-                for y0 in (0..s).step_by(rows) {
-                    row_step(
-                        portable,
-                        vts[ob].as_deref(),
-                        &gx[sb * QB..],
-                        &gy[y0 * (kv + 1) * GT + sb * QB..],
-                        ub,
-                        vb,
-                        y0,
-                        rows.min(s - y0),
-                        s,
-                        kv,
-                        frames,
-                        &mut st,
-                        &mut state,
-                        &mut o,
-                    );
+                if let (Some(vt), Some((uh, ul)), true) = (&vts[ob], &us[ob], nt == GT) {
+                    let tabs = packed.get_or_insert_with(|| AmxTables::new(&gx, &gy, s, kv));
+                    // SAFETY: AMX is available (`vts` and `us` are only packed where it is),
+                    // so is AVX-512; sizes are checked inside.
+                    unsafe {
+                        avx512::amx_frames(
+                            tabs, &gx, &gy, uh, ul, vt, s, kv, frames, &mut state, &mut o,
+                        )
+                    };
+                } else {
+                    for y0 in (0..s).step_by(rows) {
+                        row_step(
+                            portable,
+                            vts[ob].as_deref(),
+                            &gx[sb * QB..],
+                            &gy[y0 * (kv + 1) * GT + sb * QB..],
+                            ub,
+                            vb,
+                            y0,
+                            rows.min(s - y0),
+                            s,
+                            kv,
+                            frames,
+                            &mut st,
+                            &mut state,
+                            &mut o,
+                        );
+                    }
                 }
                 if n_ptr > 0 {
                     let sp = &mut st[..n_ptr * QB];
@@ -520,6 +547,65 @@ fn rope_cross_impl(
         }
     }
     out
+}
+
+/// Whether the folded cross-attention's scores may run on AMX tiles (where AMX is available;
+/// `FASTSAM2_NO_AMX_SCORES=1` keeps them on AVX-512, for comparisons).
+fn amx_scores_enabled() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        std::env::var_os("FASTSAM2_NO_AMX_SCORES").is_none() && super::amx::available()
+    })
+}
+
+/// A query block's G tables as right-hand tile operands, `[side][kv / 2][32][2]` bf16 halves
+/// per axis ([`super::amx::pack_pairs`]), and the scratch of [`avx512::amx_frames`].
+struct AmxTables {
+    gxh: super::amx::Aligned<u16>,
+    gxl: super::amx::Aligned<u16>,
+    gyh: super::amx::Aligned<u16>,
+    gyl: super::amx::Aligned<u16>,
+    /// `[16 rows][side][32]`: the bias terms of a band of 16 grid rows.
+    bias: super::amx::Aligned<f32>,
+    /// `[2 frames][16 rows][side][32]` scores / probabilities.
+    st: super::amx::Aligned<f32>,
+}
+
+impl AmxTables {
+    fn new(gx: &[f32], gy: &[f32], s: usize, kv: usize) -> Self {
+        let pg = (kv + 1) * GT;
+        let n = s * kv * GT;
+        let mut t = Self {
+            gxh: super::amx::Aligned::new(),
+            gxl: super::amx::Aligned::new(),
+            gyh: super::amx::Aligned::new(),
+            gyl: super::amx::Aligned::new(),
+            bias: super::amx::Aligned::new(),
+            st: super::amx::Aligned::new(),
+        };
+        for b in [&mut t.gxh, &mut t.gxl, &mut t.gyh, &mut t.gyl] {
+            b.zeroed(n);
+        }
+        t.bias.zeroed(16 * s * GT);
+        t.st.zeroed(2 * 16 * s * GT);
+        for (g, (h, l)) in [
+            (gx, (&mut t.gxh, &mut t.gxl)),
+            (gy, (&mut t.gyh, &mut t.gyl)),
+        ] {
+            for x in 0..s {
+                let d = x * kv * GT..(x + 1) * kv * GT;
+                // SAFETY: AMX is available (the only callers run where it is).
+                unsafe {
+                    super::amx::pack_pairs(
+                        &g[x * pg..x * pg + kv * GT],
+                        &mut h[d.clone()],
+                        &mut l[d],
+                    )
+                };
+            }
+        }
+        t
+    }
 }
 
 /// Running max / sum of the online softmax, one lane per query.
@@ -977,7 +1063,7 @@ mod avx512 {
     //! memory / value channel per multiply-add.
     use std::arch::x86_64::*;
 
-    use super::{GT, Products, QB, Softmax, row_step_with};
+    use super::{AmxTables, GT, Products, QB, Softmax, row_step_with};
 
     pub(super) struct Avx512;
 
@@ -1189,6 +1275,133 @@ mod avx512 {
         // SAFETY: this function's own target features are the products' requirement.
         unsafe { row_step_with::<Avx512>(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o, vt) }
     }
+
+    /// Every memory frame of one block of 32 queries with the scores on AMX tiles: per band
+    /// of 16 grid rows and pair of frames, `S = bias + U Gy[y]` over the band's rows (two
+    /// tiles of 16 keys along x share a row's `Gy`), then `S += U Gx[x]` over its columns (16
+    /// keys along y, the two frames sharing `Gx`), then the softmax fold and the value
+    /// products (`amx::rope_values`). `uh` / `ul`: the memory tokens `[frames * side^2][kv]`
+    /// as bf16 halves; `vt`: the values packed by `amx::pack_values_t`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 and AMX, available to this process.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+    pub(super) unsafe fn amx_frames(
+        tabs: &mut AmxTables,
+        gx: &[f32],
+        gy: &[f32],
+        uh: &[u16],
+        ul: &[u16],
+        vt: &[u16],
+        s: usize,
+        kv: usize,
+        frames: usize,
+        state: &mut Softmax,
+        o: &mut [f32],
+    ) {
+        use crate::kernels::amx::{configure_tiles, load_c, rope_values, scores_product, store_c};
+        let l = s * s;
+        let pg = (kv + 1) * GT;
+        let nb = 16 * s;
+        assert!(
+            s.is_multiple_of(32)
+                && kv.is_multiple_of(32)
+                && GT == 32
+                && QB == 32
+                && gx.len() >= s * pg
+                && gy.len() >= s * pg
+                && uh.len() == frames * l * kv
+                && ul.len() == uh.len()
+                && tabs.gxh.len() == s * kv * GT
+                && tabs.bias.len() == nb * GT
+                && tabs.st.len() == 2 * nb * GT
+                && o.len() >= kv * QB,
+            "amx_frames: sizes"
+        );
+        let (gxh, gxl, gyh, gyl) = (
+            tabs.gxh.as_ptr(),
+            tabs.gxl.as_ptr(),
+            tabs.gyh.as_ptr(),
+            tabs.gyl.as_ptr(),
+        );
+        let (uhp, ulp) = (uh.as_ptr(), ul.as_ptr());
+        let steps = kv / 32;
+        for y0 in (0..s).step_by(16) {
+            // the bias terms g[kv] of every key of the band
+            for yy in 0..16 {
+                let by = &gy[(y0 + yy) * pg + kv * GT..][..GT];
+                for x in 0..s {
+                    let bx = &gx[x * pg + kv * GT..][..GT];
+                    let d = &mut tabs.bias[(yy * s + x) * GT..][..GT];
+                    for q in 0..GT {
+                        d[q] = bx[q] + by[q];
+                    }
+                }
+            }
+            let bias = tabs.bias.as_ptr();
+            let mut t = 0;
+            while t < frames {
+                let nf = (frames - t).min(2);
+                let st = tabs.st.as_mut_ptr();
+                // SAFETY (tile products): every key index below is < frames * l (t + f <
+                // frames, y0 + yy < s, x < s); G rows x / y < s; bias and st rows < nb (per
+                // frame); AMX is configured first. rope_values checks its own sizes.
+                unsafe {
+                    configure_tiles();
+                    for f in 0..nf {
+                        for yy in 0..16 {
+                            let y = y0 + yy;
+                            for xb in (0..s).step_by(32) {
+                                let key = (t + f) * l + y * s + xb;
+                                let c = (yy * s + xb) * GT;
+                                load_c(0, bias.add(c), 128);
+                                load_c(1, bias.add(c + 16 * GT), 128);
+                                scores_product(
+                                    uhp.add(key * kv),
+                                    uhp.add((key + 16) * kv),
+                                    ulp.add(key * kv),
+                                    ulp.add((key + 16) * kv),
+                                    kv * 2,
+                                    gyh.add(y * kv * GT),
+                                    gyl.add(y * kv * GT),
+                                    steps,
+                                );
+                                store_c(0, st.add(f * nb * GT + c), 128);
+                                store_c(1, st.add(f * nb * GT + c + 16 * GT), 128);
+                            }
+                        }
+                    }
+                    for x in 0..s {
+                        let k0 = t * l + y0 * s + x;
+                        let k1 = if nf == 2 { k0 + l } else { k0 };
+                        let c0 = st.add(x * GT);
+                        let c1 = if nf == 2 { c0.add(nb * GT) } else { c0 };
+                        load_c(0, c0, s * 128);
+                        load_c(1, c1, s * 128);
+                        scores_product(
+                            uhp.add(k0 * kv),
+                            uhp.add(k1 * kv),
+                            ulp.add(k0 * kv),
+                            ulp.add(k1 * kv),
+                            s * kv * 2,
+                            gxh.add(x * kv * GT),
+                            gxl.add(x * kv * GT),
+                            steps,
+                        );
+                        store_c(0, c0, s * 128);
+                        if nf == 2 {
+                            store_c(1, c1, s * 128);
+                        }
+                    }
+                    let sts = &mut tabs.st[..nf * nb * GT];
+                    Avx512::fold(sts, nf * nb, state, o);
+                    rope_values(sts, nb * GT, nb, nf, l, t * l + y0 * s, vt, kv, o);
+                }
+                t += nf;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1346,22 +1559,29 @@ mod tests {
     /// kernel, which never uses them.
     #[test]
     fn amx_values_match_portable() {
-        let (side, hd, kv, n_ptr) = (32, 64, 32, 3);
-        let l = side * side;
-        let table = axial_rope(hd, side, side, 10000.0);
-        let wk: Vec<f32> = rand(kv * hd, 11).iter().map(|v| v * 0.3).collect();
-        let bk = rand(hd, 12);
-        let keys = RopeKeys {
-            side,
-            hd,
-            kv,
-            wk: &wk,
-            bk: Some(&bk),
-            table: &table,
-        };
-        for (frames, b) in [(1, 1), (3, 2)] {
+        // (side, kv, frames, objects, query sets): one and two pairs of 16-key tiles per grid
+        // row, one and two 32-channel steps, an odd frame left over, shared and own queries
+        for (side, kv, frames, b, bq) in [
+            (32, 32, 1, 1, 1),
+            (32, 32, 3, 2, 1),
+            (64, 64, 3, 1, 1),
+            (64, 64, 2, 2, 2),
+        ] {
+            let (hd, n_ptr) = (64, 3);
+            let l = side * side;
+            let table = axial_rope(hd, side, side, 10000.0);
+            let wk: Vec<f32> = rand(kv * hd, 11).iter().map(|v| v * 0.3).collect();
+            let bk = rand(hd, 12);
+            let keys = RopeKeys {
+                side,
+                hd,
+                kv,
+                wk: &wk,
+                bk: Some(&bk),
+                table: &table,
+            };
             let lk = frames * l + n_ptr;
-            let q: Vec<f32> = rand(l * hd, 13).iter().map(|v| 2.0 * v).collect();
+            let q: Vec<f32> = rand(bq * l * hd, 13).iter().map(|v| 2.0 * v).collect();
             let u = rand(b * lk * kv, 14);
             let vals: Vec<f32> = rand(b * lk * kv, 15)
                 .iter()
@@ -1370,16 +1590,16 @@ mod tests {
             let kptr = rand(b * n_ptr * hd, 16);
             let run = |portable| {
                 rope_cross_impl(
-                    &keys, &q, 1, &u, &vals, &kptr, b, frames, n_ptr, 0.125, portable,
+                    &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, 0.125, portable,
                 )
             };
             let (fast, slow) = (run(false), run(true));
             let err = max_abs_diff(&fast, &slow);
             eprintln!(
-                "frames {frames}, objects {b}: max|diff| {err:.2e} (AMX: {})",
+                "side {side}, kv {kv}, frames {frames}, objects {b}/{bq}: max|diff| {err:.2e} (AMX: {})",
                 crate::kernels::amx::available()
             );
-            assert!(err < 2e-5, "frames {frames}: {err}");
+            assert!(err < 2e-5, "side {side} frames {frames} b {b}: {err}");
         }
     }
 
