@@ -3,6 +3,10 @@
 use fastsam2_models::kernels::{amx, attention, host};
 use std::time::Instant;
 
+// the CLI's allocator and settings (freed pages stay mapped): timings without page faults
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rand(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
     (0..n)
@@ -27,8 +31,19 @@ fn best(reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    // SAFETY: mimalloc's purge_delay option (index 15): never purge
+    unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     println!("amx available: {}", amx::available());
     let only_attention = std::env::args().any(|a| a == "attention");
+    if std::env::args().any(|a| a == "tohost") {
+        use burn::nn::LinearConfig;
+        let device = burn::tensor::Device::flex();
+        let l1 = LinearConfig::new(256, 2048).init(&device);
+        for _ in 0..2000 {
+            std::hint::black_box(fastsam2_models::kernels::to_host(l1.weight.val()));
+        }
+        return;
+    }
     if std::env::args().any(|a| a == "mlp") {
         use burn::nn::LinearConfig;
         let device = burn::tensor::Device::flex();
@@ -57,6 +72,9 @@ fn main() {
     if std::env::args().any(|a| a == "serial") {
         for &(m, k, n) in &[
             (128usize, 256usize, 1024usize),
+            (128, 256, 2048),
+            (128, 2048, 256),
+            (128, 1536, 384),
             (128, 256, 1008),
             (128, 256, 992),
             (128, 256, 96),

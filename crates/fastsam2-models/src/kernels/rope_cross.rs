@@ -162,7 +162,19 @@ impl RopeKeys<'_> {
                 }
             }
         }
-        Tables { rows, basis, u }
+        // the basis as a pre-tiled AMX operand: the G-table products of every query block
+        // then run on tiles (bf16x3), ~3x the f32 GEMM's rate on these shapes
+        let packed = if fast_kernels() {
+            super::amx::PackedA::new(&basis, rows * (kv + 1), half, half)
+        } else {
+            None
+        };
+        Tables {
+            rows,
+            basis,
+            u,
+            packed,
+        }
     }
 }
 
@@ -265,6 +277,8 @@ struct Tables {
     rows: usize,
     basis: Vec<f32>,
     u: Option<Vec<f32>>,
+    /// `basis` tiled for [`super::amx::gemm_a`] (where AMX is available).
+    packed: Option<super::amx::PackedA>,
 }
 
 /// Whether the folded kernel is expected to beat rotating the projected keys and running
@@ -280,11 +294,12 @@ pub fn worth_folding(
 ) -> bool {
     let (side, hd, kv) = (keys.side, keys.hd, keys.kv);
     if super::amx::available() {
-        // both paths on AMX tiles (the unfolded attention whole, the folded one's value
-        // products): measured with `rope_cross_speed` (SAM 2's shapes, 2 threads), folded vs
-        // rotated keys + attention: 54 vs 26 ms at 1 frame, 84 vs 77 at 3, 101 vs 101 at 4,
-        // 151 vs 192 at 7 (the key projection, ~2 ms per frame, on the unfolded side)
-        return frames >= 4;
+        // both paths on AMX tiles (the unfolded attention whole, the folded one's G tables,
+        // scores and value products): measured with `rope_cross_speed` (SAM 2's shapes, 2
+        // threads), folded vs rotated keys + attention: 44 vs 28 ms at 1 frame, 55 vs 50 at
+        // 2, 71 vs 75 at 3, 86 vs 96 at 4, 125 vs 195 at 7 (plus the key projection and
+        // rotation, ~2 ms per frame, on the unfolded side)
+        return frames >= 3;
     }
     let half = hd / 2;
     // multiply-adds per query of the two G tables
@@ -389,39 +404,66 @@ fn rope_cross_impl(
         let q0 = blk * GT;
         let nt = GT.min(l - q0);
         // G tables of this block of GT queries: [side][kv + 1][GT] (one GEMM each: wide
-        // enough for `gemm` to run at full rate), lanes past `nt` stay zero
-        let mut gx = vec![0f32; s * (kv + 1) * GT];
-        let mut gy = vec![0f32; s * (kv + 1) * GT];
+        // enough for `gemm` to run at full rate), lanes past `nt` stay zero. Per-thread
+        // buffers: a full block's products write every entry (zeroing 1 MB per block cost
+        // ~10% of a one-frame call); a partial block starts from zeros.
+        let (mut gx, mut gy, mut coef) = G_BUFFERS.with(|c| c.take());
+        if nt < GT {
+            gx.clear();
+            gy.clear();
+            coef.clear();
+        }
+        gx.resize(s * (kv + 1) * GT, 0.0);
+        gy.resize(s * (kv + 1) * GT, 0.0);
         let qp = q[(bi * l + q0) * hd..].as_ptr();
-        let mut coef = Vec::new();
         for ((g, t), off) in [&mut gx, &mut gy].into_iter().zip(&tables).zip([0, half]) {
-            let dst = match &t.u {
-                Some(_) => {
-                    coef.resize(t.rows * (kv + 1) * GT, 0.0);
-                    coef.as_mut_ptr()
+            let n_rows = t.rows * (kv + 1);
+            if let (Some(pa), false) = (&t.packed, portable) {
+                // on AMX tiles: the block's queries (scaled) as the packed right operand; the
+                // product has whole 32-row blocks (padding rows and lanes past nt: zeros)
+                let qb = &q[(bi * l + q0) * hd..];
+                let pb = super::amx::PackedB::new_serial(half, nt, |kk, j| {
+                    qb[j * hd + off + kk] * scale
+                });
+                let pr = pa.padded_rows();
+                if t.u.is_none() && pr == n_rows {
+                    super::amx::gemm_a(pa, &pb, g, GT);
+                } else {
+                    coef.resize(coef.len().max(pr * GT), 0.0);
+                    super::amx::gemm_a(pa, &pb, &mut coef, GT);
+                    if t.u.is_none() {
+                        g[..n_rows * GT].copy_from_slice(&coef[..n_rows * GT]);
+                    }
                 }
-                None => g.as_mut_ptr(),
-            };
-            // SAFETY: the basis is [rows (kv + 1), half] row-major; q rows q0..q0 + nt exist;
-            // dst is [rows (kv + 1), GT] and we write its first nt columns (the others stay
-            // zero: `coef` is only ever written there too).
-            unsafe {
-                gemm_f32(
-                    t.rows * (kv + 1),
-                    nt,
-                    half,
-                    dst,
-                    GT,
-                    false,
-                    t.basis.as_ptr(),
-                    half as isize,
-                    1,
-                    qp.add(off),
-                    1,
-                    hd as isize,
-                    scale,
-                )
-            };
+            } else {
+                let dst = match &t.u {
+                    Some(_) => {
+                        coef.resize(coef.len().max(n_rows * GT), 0.0);
+                        coef.as_mut_ptr()
+                    }
+                    None => g.as_mut_ptr(),
+                };
+                // SAFETY: the basis is [rows (kv + 1), half] row-major; q rows q0..q0 + nt
+                // exist; dst is [rows (kv + 1), GT] and we write its first nt columns (the
+                // others stay zero: `coef` is only ever written there too).
+                unsafe {
+                    gemm_f32(
+                        t.rows * (kv + 1),
+                        nt,
+                        half,
+                        dst,
+                        GT,
+                        false,
+                        t.basis.as_ptr(),
+                        half as isize,
+                        1,
+                        qp.add(off),
+                        1,
+                        hd as isize,
+                        scale,
+                    )
+                };
+            }
             if let Some(u) = &t.u {
                 // SAFETY: u is [side, rows], coef [rows, (kv + 1) GT], g [side, (kv + 1) GT].
                 unsafe {
@@ -531,6 +573,7 @@ fn rope_cross_impl(
                 }
             }
         }
+        G_BUFFERS.with(|c| c.set((gx, gy, coef)));
     };
     // one object at a time in parallel (its memories, 2 x frames x 1 MB here, are re-read by
     // every query block and should stay in the cache); shared queries visit every object in
@@ -547,6 +590,12 @@ fn rope_cross_impl(
         }
     }
     out
+}
+
+thread_local! {
+    /// A task's G tables (x, y) and their low-rank coefficients, reused block after block.
+    static G_BUFFERS: std::cell::Cell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Whether the folded cross-attention's scores may run on AMX tiles (where AMX is available;
