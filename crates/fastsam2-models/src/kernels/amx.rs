@@ -1169,6 +1169,26 @@ pub(crate) unsafe fn configure_tiles() {
     unsafe { configure() }
 }
 
+/// Load (`tileloadd`) or store (`tilestored`) the accumulator tile pair `tmm$t0`, `tmm$t1`:
+/// 16 rows of 32 f32 at `c`, rows `ld` bytes apart (tile register names must be literals in
+/// the asm template, hence a macro rather than a register argument).
+macro_rules! tile_pair {
+    (tileloadd, $t0:literal, $t1:literal, $c:expr, $ld:expr, readonly) => {
+        std::arch::asm!(
+            concat!("tileloadd tmm", $t0, ", [{c} + {ld}*1]"),
+            concat!("tileloadd tmm", $t1, ", [{c} + {ld}*1 + 64]"),
+            c = in(reg) $c, ld = in(reg) $ld, options(nostack, readonly),
+        )
+    };
+    (tilestored, $t0:literal, $t1:literal, $c:expr, $ld:expr) => {
+        std::arch::asm!(
+            concat!("tilestored [{c} + {ld}*1], tmm", $t0),
+            concat!("tilestored [{c} + {ld}*1 + 64], tmm", $t1),
+            c = in(reg) $c, ld = in(reg) $ld, options(nostack),
+        )
+    };
+}
+
 /// Load accumulator pair `k` (0: tmm0/tmm1, 1: tmm2/tmm3) from `[16][32]` f32 at `c`, rows
 /// `ld` bytes apart.
 ///
@@ -1179,17 +1199,9 @@ pub(crate) unsafe fn load_c(k: usize, c: *const f32, ld: usize) {
     // SAFETY: the caller's contract; the tile registers are not used by compiled code.
     unsafe {
         if k == 0 {
-            std::arch::asm!(
-                "tileloadd tmm0, [{c} + {ld}*1]",
-                "tileloadd tmm1, [{c} + {ld}*1 + 64]",
-                c = in(reg) c, ld = in(reg) ld, options(nostack, readonly),
-            );
+            tile_pair!(tileloadd, "0", "1", c, ld, readonly);
         } else {
-            std::arch::asm!(
-                "tileloadd tmm2, [{c} + {ld}*1]",
-                "tileloadd tmm3, [{c} + {ld}*1 + 64]",
-                c = in(reg) c, ld = in(reg) ld, options(nostack, readonly),
-            );
+            tile_pair!(tileloadd, "2", "3", c, ld, readonly);
         }
     }
 }
@@ -1203,17 +1215,9 @@ pub(crate) unsafe fn store_c(k: usize, c: *mut f32, ld: usize) {
     // SAFETY: the caller's contract.
     unsafe {
         if k == 0 {
-            std::arch::asm!(
-                "tilestored [{c} + {ld}*1], tmm0",
-                "tilestored [{c} + {ld}*1 + 64], tmm1",
-                c = in(reg) c, ld = in(reg) ld, options(nostack),
-            );
+            tile_pair!(tilestored, "0", "1", c, ld);
         } else {
-            std::arch::asm!(
-                "tilestored [{c} + {ld}*1], tmm2",
-                "tilestored [{c} + {ld}*1 + 64], tmm3",
-                c = in(reg) c, ld = in(reg) ld, options(nostack),
-            );
+            tile_pair!(tilestored, "2", "3", c, ld);
         }
     }
 }

@@ -1509,20 +1509,46 @@ mod tests {
         attention_shared_values(&qb, &k, vals, b, l, lk, 1, hd, kv, scale)
     }
 
+    /// The owned inputs of a [`RopeKeys`] fixture: SAM 2's axial rotation table, a random key
+    /// projection scaled by `w_scale` (seed `seed`) and a random bias (seed `seed + 1`).
+    struct KeysFixture {
+        side: usize,
+        hd: usize,
+        kv: usize,
+        table: Vec<(f32, f32)>,
+        wk: Vec<f32>,
+        bk: Vec<f32>,
+    }
+
+    impl KeysFixture {
+        fn new(side: usize, hd: usize, kv: usize, w_scale: f32, seed: u64) -> Self {
+            Self {
+                side,
+                hd,
+                kv,
+                table: axial_rope(hd, side, side, 10000.0),
+                wk: rand(kv * hd, seed).iter().map(|v| v * w_scale).collect(),
+                bk: rand(hd, seed + 1),
+            }
+        }
+
+        fn keys(&self) -> RopeKeys<'_> {
+            RopeKeys {
+                side: self.side,
+                hd: self.hd,
+                kv: self.kv,
+                wk: &self.wk,
+                bk: Some(&self.bk),
+                table: &self.table,
+            }
+        }
+    }
+
     fn check(side: usize, hd: usize, kv: usize, frames: usize, n_ptr: usize, b: usize, bq: usize) {
         let l = side * side;
         let lk = frames * l + n_ptr;
-        let table = axial_rope(hd, side, side, 10000.0);
-        let wk: Vec<f32> = rand(kv * hd, 1).iter().map(|v| v * 0.5).collect();
-        let bk = rand(hd, 2);
-        let keys = RopeKeys {
-            side,
-            hd,
-            kv,
-            wk: &wk,
-            bk: Some(&bk),
-            table: &table,
-        };
+        let fixture = KeysFixture::new(side, hd, kv, 0.5, 1);
+        let keys = fixture.keys();
         let q: Vec<f32> = rand(bq * l * hd, 3).iter().map(|v| v * 1.5).collect();
         let u = rand(b * lk * kv, 4);
         let vals = rand(b * lk * kv, 5);
@@ -1601,9 +1627,6 @@ mod tests {
         }
     }
 
-    /// Timing on SAM 2's shapes (4096 queries, 256 channels, 64-wide memories), folded vs
-    /// rotate + `attention_shared_values`:
-    /// `RAYON_NUM_THREADS=2 cargo test --release -p fastsam2-models rope_cross_speed -- --ignored --nocapture`
     /// The AMX value products (bf16 memory tokens, whole tiles of keys) against the portable
     /// kernel, which never uses them.
     #[test]
@@ -1618,17 +1641,8 @@ mod tests {
         ] {
             let (hd, n_ptr) = (64, 3);
             let l = side * side;
-            let table = axial_rope(hd, side, side, 10000.0);
-            let wk: Vec<f32> = rand(kv * hd, 11).iter().map(|v| v * 0.3).collect();
-            let bk = rand(hd, 12);
-            let keys = RopeKeys {
-                side,
-                hd,
-                kv,
-                wk: &wk,
-                bk: Some(&bk),
-                table: &table,
-            };
+            let fixture = KeysFixture::new(side, hd, kv, 0.3, 11);
+            let keys = fixture.keys();
             let lk = frames * l + n_ptr;
             let q: Vec<f32> = rand(bq * l * hd, 13).iter().map(|v| 2.0 * v).collect();
             let u = rand(b * lk * kv, 14);
@@ -1652,22 +1666,16 @@ mod tests {
         }
     }
 
+    /// Timing on SAM 2's shapes (4096 queries, 256 channels, 64-wide memories), folded vs
+    /// rotate + `attention_shared_values`:
+    /// `RAYON_NUM_THREADS=2 cargo test --release -p fastsam2-models rope_cross_speed -- --ignored --nocapture`
     #[test]
     #[ignore]
     fn rope_cross_speed() {
         let (side, hd, kv, n_ptr) = (64, 256, 64, 16);
         let l = side * side;
-        let table = axial_rope(hd, side, side, 10000.0);
-        let wk: Vec<f32> = rand(kv * hd, 1).iter().map(|v| v * 0.1).collect();
-        let bk = rand(hd, 2);
-        let keys = RopeKeys {
-            side,
-            hd,
-            kv,
-            wk: &wk,
-            bk: Some(&bk),
-            table: &table,
-        };
+        let fixture = KeysFixture::new(side, hd, kv, 0.1, 1);
+        let keys = fixture.keys();
         for frames in [1, 2, 3, 4, 7] {
             let lk = frames * l + n_ptr;
             let q = rand(l * hd, 3);
