@@ -35,15 +35,6 @@ fn main() {
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };
     println!("amx available: {}", amx::available());
     let only_attention = std::env::args().any(|a| a == "attention");
-    if std::env::args().any(|a| a == "tohost") {
-        use burn::nn::LinearConfig;
-        let device = burn::tensor::Device::flex();
-        let l1 = LinearConfig::new(256, 2048).init(&device);
-        for _ in 0..2000 {
-            std::hint::black_box(fastsam2_models::kernels::to_host(l1.weight.val()));
-        }
-        return;
-    }
     if std::env::args().any(|a| a == "mlp") {
         use burn::nn::LinearConfig;
         let device = burn::tensor::Device::flex();

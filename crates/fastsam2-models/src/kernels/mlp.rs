@@ -64,7 +64,8 @@ impl HostMlp {
     }
 
     /// The pixels of channels-first maps: `x` `[b, din, hw]` -> `[b, dout, hw]` (a 1x1-conv
-    /// MLP with no transposes: the products read and write the channel-strided layout).
+    /// MLP). Where AMX tiles apply, through channels-last rows and two transposes; elsewhere
+    /// the f32 products read and write the channel-strided layout directly.
     pub fn channels_first(&self, x: &[f32], b: usize, hw: usize) -> Vec<f32> {
         if self.tiles_apply() && x.len() == b * self.din * hw && hw >= 256 {
             // through channels-last rows on AMX tiles: the two transposes (~1 ms per 4 MB
