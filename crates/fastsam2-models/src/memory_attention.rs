@@ -128,11 +128,24 @@ pub fn apply_rope(x: Tensor<4>, t: &RopeTables) -> Tensor<4> {
 
 /// The memory's key inputs (tokens + position encoding) and value inputs (tokens) as host
 /// buffers, `[B, M, kv]` each: made once per frame and object batch and read by every
-/// layer's folded cross-attention (instead of four additions and eight copies of ~2 M floats).
-#[derive(Clone, Debug)]
+/// layer's folded cross-attention (instead of four additions and eight copies of ~2 M floats),
+/// with the tile packings of those memories that the first layer makes and the others reuse.
+#[derive(Debug)]
 pub struct HostKv {
     pub k: Vec<f32>,
     pub v: Vec<f32>,
+    packed: std::sync::OnceLock<crate::kernels::rope_cross::PackedMemory>,
+}
+
+impl HostKv {
+    /// Key inputs `k` and value inputs `v`, both `[B, M, kv]` row-major.
+    pub fn new(k: Vec<f32>, v: Vec<f32>) -> Self {
+        Self {
+            k,
+            v,
+            packed: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -271,7 +284,8 @@ impl RoPEAttention {
         host: Option<&HostKv>,
     ) -> Option<Vec<f32>> {
         use crate::kernels::rope_cross::{
-            RopeKeys, fast_kernels, rope_cross_attention, worth_folding,
+            RopeKeys, fast_kernels, rope_cross_attention, rope_cross_attention_cached,
+            worth_folding,
         };
         use crate::kernels::to_host;
         let [b, lk, kv] = k.dims();
@@ -312,17 +326,15 @@ impl RoPEAttention {
             Vec::new()
         };
         let n = b * lk * kv;
-        let owned;
-        let (kin, vin) = match host {
-            Some(h) if h.k.len() == n && h.v.len() == n => (&h.k[..], &h.v[..]),
+        Some(match host {
+            Some(h) if h.k.len() == n && h.v.len() == n => rope_cross_attention_cached(
+                &keys, qh, bq, &h.k, &h.v, &kptr, b, frames, n_ptr, scale, &h.packed,
+            ),
             _ => {
-                owned = (to_host(k.clone()).0, to_host(v.clone()).0);
-                (&owned.0[..], &owned.1[..])
+                let (kin, vin) = (to_host(k.clone()).0, to_host(v.clone()).0);
+                rope_cross_attention(&keys, qh, bq, &kin, &vin, &kptr, b, frames, n_ptr, scale)
             }
-        };
-        Some(rope_cross_attention(
-            &keys, qh, bq, kin, vin, &kptr, b, frames, n_ptr, scale,
-        ))
+        })
     }
 
     /// `out_proj(P X Wv + bv)` from the attention over the value inputs `px` [b, lq, nh, vd].
@@ -549,10 +561,7 @@ impl MemoryAttention {
         let k_in = memory.clone() + memory_pos;
         let host = crate::kernels::host_fast_path(&memory.device()).then(|| {
             use crate::kernels::to_host;
-            HostKv {
-                k: to_host(k_in.clone()).0,
-                v: to_host(memory.clone()).0,
-            }
+            HostKv::new(to_host(k_in.clone()).0, to_host(memory.clone()).0)
         });
         for (i, layer) in self.layers.iter().enumerate() {
             if i > 0 {

@@ -338,7 +338,104 @@ pub fn rope_cross_attention(
     n_ptr: usize,
     scale: f32,
 ) -> Vec<f32> {
-    rope_cross_impl(keys, q, bq, u, vals, kptr, b, frames, n_ptr, scale, false)
+    rope_cross_impl(
+        keys, q, bq, u, vals, kptr, b, frames, n_ptr, scale, false, None,
+    )
+}
+
+/// [`rope_cross_attention`] with the memory tokens' tile packings of an earlier call on the
+/// same `u` / `vals` (SAM 2's four memory-attention layers read the same memories): `packed`
+/// is filled on the first call and reused while its sizes match.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_cross_attention_cached(
+    keys: &RopeKeys<'_>,
+    q: &[f32],
+    bq: usize,
+    u: &[f32],
+    vals: &[f32],
+    kptr: &[f32],
+    b: usize,
+    frames: usize,
+    n_ptr: usize,
+    scale: f32,
+    packed: &std::sync::OnceLock<PackedMemory>,
+) -> Vec<f32> {
+    rope_cross_impl(
+        keys,
+        q,
+        bq,
+        u,
+        vals,
+        kptr,
+        b,
+        frames,
+        n_ptr,
+        scale,
+        false,
+        Some(packed),
+    )
+}
+
+/// The memory tokens of one folded cross-attention call as tile operands, per object: the
+/// transposed values ([`super::amx::pack_values_t`]) and the key inputs split into bf16
+/// halves ([`super::amx::split_tokens`]); `None` entries where the AMX paths do not apply.
+pub struct PackedMemory {
+    /// (objects, memory tokens per object, kv) this packing was made for.
+    shape: (usize, usize, usize),
+    vts: Vec<Option<super::amx::Aligned<u16>>>,
+    us: Vec<Option<(super::amx::Aligned<u16>, super::amx::Aligned<u16>)>>,
+}
+
+impl std::fmt::Debug for PackedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedMemory")
+            .field("shape", &self.shape)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackedMemory {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        u: &[f32],
+        vals: &[f32],
+        b: usize,
+        lk: usize,
+        frames: usize,
+        s: usize,
+        kv: usize,
+        portable: bool,
+    ) -> Self {
+        let l = s * s;
+        // the value products on AMX tiles where possible: every memory token is a bf16 (the
+        // memories are stored so) and the grid rows are whole tiles of keys
+        let vts: Vec<Option<super::amx::Aligned<u16>>> = (0..b)
+            .map(|ob| {
+                (!portable && s.is_multiple_of(32) && fast_kernels())
+                    .then(|| super::amx::pack_values_t(&vals[ob * lk * kv..], frames * l, kv))
+                    .flatten()
+            })
+            .collect();
+        // and the scores too (`avx512::amx_frames`) where the grid is whole tile pairs: the
+        // memory tokens split into bf16 halves once
+        let amx_scores = !portable
+            && s.is_multiple_of(32)
+            && kv.is_multiple_of(32)
+            && fast_kernels()
+            && amx_scores_enabled();
+        let us = (0..b)
+            .map(|ob| {
+                (amx_scores && vts[ob].is_some())
+                    .then(|| super::amx::split_tokens(&u[ob * lk * kv..][..frames * l * kv]))
+                    .flatten()
+            })
+            .collect();
+        Self {
+            shape: (b, frames * l, kv),
+            vts,
+            us,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -354,6 +451,7 @@ fn rope_cross_impl(
     n_ptr: usize,
     scale: f32,
     portable: bool,
+    cache: Option<&std::sync::OnceLock<PackedMemory>>,
 ) -> Vec<f32> {
     let (s, hd, kv) = (keys.side, keys.hd, keys.kv);
     let l = s * s;
@@ -377,29 +475,19 @@ fn rope_cross_impl(
     let blocks = l.div_ceil(GT);
     let mut out = vec![0f32; b * l * kv];
     let out_ptr = SendPtr(out.as_mut_ptr());
-    // the value products on AMX tiles where possible: every memory token is a bf16 (the
-    // memories are stored so) and the grid rows are whole tiles of keys
-    let vts: Vec<Option<super::amx::Aligned<u16>>> = (0..b)
-        .map(|ob| {
-            (!portable && s.is_multiple_of(32) && fast_kernels())
-                .then(|| super::amx::pack_values_t(&vals[ob * lk * kv..], frames * l, kv))
-                .flatten()
-        })
-        .collect();
-    // and the scores too (`avx512::amx_frames`) where the grid is whole tile pairs: the memory
-    // tokens split into bf16 halves once per call
-    let amx_scores = !portable
-        && s.is_multiple_of(32)
-        && kv.is_multiple_of(32)
-        && fast_kernels()
-        && amx_scores_enabled();
-    let us: Vec<Option<(super::amx::Aligned<u16>, super::amx::Aligned<u16>)>> = (0..b)
-        .map(|ob| {
-            (amx_scores && vts[ob].is_some())
-                .then(|| super::amx::split_tokens(&u[ob * lk * kv..][..frames * l * kv]))
-                .flatten()
-        })
-        .collect();
+    // the memories' tile packings: the caller's (made on its first call) where they are of
+    // these sizes, else this call's own
+    let owned;
+    let packed_memory = match cache
+        .map(|c| c.get_or_init(|| PackedMemory::new(u, vals, b, lk, frames, s, kv, portable)))
+    {
+        Some(p) if p.shape == (b, frames * l, kv) => p,
+        _ => {
+            owned = PackedMemory::new(u, vals, b, lk, frames, s, kv, portable);
+            &owned
+        }
+    };
+    let (vts, us) = (&packed_memory.vts, &packed_memory.us);
     let run_block = |bi: usize, blk: usize, objects: std::ops::Range<usize>| {
         let q0 = blk * GT;
         let nt = GT.min(l - q0);
@@ -1557,7 +1645,7 @@ mod tests {
         let want = unfolded(&keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale);
         for portable in [false, true] {
             let got = rope_cross_impl(
-                &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale, portable,
+                &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale, portable, None,
             );
             let err = max_abs_diff(&got, &want);
             assert!(
@@ -1653,10 +1741,25 @@ mod tests {
             let kptr = rand(b * n_ptr * hd, 16);
             let run = |portable| {
                 rope_cross_impl(
-                    &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, 0.125, portable,
+                    &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, 0.125, portable, None,
                 )
             };
             let (fast, slow) = (run(false), run(true));
+            // the packings cached by a first call serve a second one (other queries) exactly
+            let cache = std::sync::OnceLock::new();
+            let q2: Vec<f32> = q.iter().map(|v| -0.5 * v).collect();
+            for (qq, want) in [(&q2, None), (&q, Some(&fast))] {
+                let got = rope_cross_attention_cached(
+                    &keys, qq, bq, &u, &vals, &kptr, b, frames, n_ptr, 0.125, &cache,
+                );
+                if let Some(want) = want {
+                    assert_eq!(
+                        &got, want,
+                        "cached packings: side {side} kv {kv} frames {frames}"
+                    );
+                }
+            }
+            assert!(cache.get().is_some());
             let err = max_abs_diff(&fast, &slow);
             eprintln!(
                 "side {side}, kv {kv}, frames {frames}, objects {b}/{bq}: max|diff| {err:.2e} (AMX: {})",
