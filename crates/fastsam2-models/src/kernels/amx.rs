@@ -174,6 +174,45 @@ impl PackedB {
         Self { k, n, kp, data }
     }
 
+    /// [`Self::new`] of `B = X` for `X` row-major `[k, n]` with row stride `ld` (attention
+    /// values), on the calling thread, with AVX-512 (two rows of 16 columns per step instead
+    /// of one closure call per element: ~4x faster on attention's 1024 x 256 chunks).
+    ///
+    /// Panics unless [`available`].
+    pub(crate) fn rows_fast(x: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        assert!(
+            available() && ld >= n && (k == 0 || x.len() >= (k - 1) * ld + n),
+            "packed b: buffer size"
+        );
+        let mut p = Self::empty(k, n);
+        // SAFETY: AMX CPUs have AVX-512F/BW; sizes asserted above and inside.
+        unsafe { v512::pack_b_rows(x, ld, k, n, p.kp, &mut p.data) };
+        p
+    }
+
+    /// [`Self::new`] of `B = X^T` for `X` row-major `[n, k]` with row stride `ld` (attention
+    /// keys), on the calling thread, with AVX-512 (16 channels of a row per step).
+    ///
+    /// Panics unless [`available`].
+    pub(crate) fn transposed_fast(x: &[f32], k: usize, n: usize, ld: usize) -> Self {
+        assert!(
+            available() && ld >= k && (n == 0 || x.len() >= (n - 1) * ld + k),
+            "packed b: buffer size"
+        );
+        let mut p = Self::empty(k, n);
+        // SAFETY: AMX CPUs have AVX-512F/BW; sizes asserted above and inside.
+        unsafe { v512::pack_b_transposed(x, ld, k, n, p.kp, &mut p.data) };
+        p
+    }
+
+    /// All zeros, of the packed size of `B [k, n]`.
+    fn empty(k: usize, n: usize) -> Self {
+        let kp = k.div_ceil(KB) * KB;
+        let mut data = Aligned::new();
+        data.zeroed(n.div_ceil(NB) * 3 * kp * NB);
+        Self { k, n, kp, data }
+    }
+
     /// `B` row-major `[k, n]` with row stride `ld`.
     pub fn row_major(b: &[f32], k: usize, n: usize, ld: usize) -> Self {
         assert!(
@@ -760,6 +799,125 @@ mod v512 {
         _mm512_reduce_add_ps(sum)
     }
 
+    /// The bf16 halves of 16 floats as 32-bit lanes (value in the low 16 bits).
+    #[inline(always)]
+    unsafe fn halves32(x: __m512) -> (__m512i, __m512i) {
+        // SAFETY: register-only AVX-512F arithmetic (the caller's contract: AVX-512F).
+        unsafe {
+            let round = |v: __m512i| {
+                let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
+                _mm512_srli_epi32::<16>(_mm512_add_epi32(
+                    v,
+                    _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)),
+                ))
+            };
+            let h = round(_mm512_castps_si512(x));
+            let r = _mm512_sub_ps(x, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h)));
+            (h, round(_mm512_castps_si512(r)))
+        }
+    }
+
+    /// `PackedB` data of `B = X` (`X [k, n]`, row stride `ld`): per column block of
+    /// `NB` = 32, pair rows `(2p, 2p + 1)` of each segment (`hi`, `lo`, `hi`, `kp` rows
+    /// apart) as `[NB][2]` bf16; `data` zeroed, of the packed size.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn pack_b_rows(
+        x: &[f32],
+        ld: usize,
+        k: usize,
+        n: usize,
+        kp: usize,
+        data: &mut [u16],
+    ) {
+        let per = 3 * kp * super::NB;
+        assert!(
+            super::NB == 32
+                && kp.is_multiple_of(2)
+                && kp >= k
+                && data.len() >= n.div_ceil(32) * per
+                && (k == 0 || x.len() >= (k - 1) * ld + n),
+            "pack_b_rows: sizes"
+        );
+        let d = data.as_mut_ptr();
+        for jb in 0..n.div_ceil(32) {
+            for q in [0, 16] {
+                let j = jb * 32 + q;
+                if j >= n {
+                    break;
+                }
+                let mask = lanes((n - j).min(16));
+                for kk in (0..k).step_by(2) {
+                    // SAFETY: masked loads of columns j..j + 16 (< n) of rows kk, kk + 1 (< k);
+                    // 16 u32 stores at pair row (s kp + kk) / 2, lanes q.., of block jb.
+                    unsafe {
+                        let x0 = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(kk * ld + j));
+                        let x1 = if kk + 1 < k {
+                            _mm512_maskz_loadu_ps(mask, x.as_ptr().add((kk + 1) * ld + j))
+                        } else {
+                            _mm512_setzero_ps()
+                        };
+                        let (h0, l0) = halves32(x0);
+                        let (h1, l1) = halves32(x1);
+                        let hp = _mm512_or_si512(h0, _mm512_slli_epi32::<16>(h1));
+                        let lp = _mm512_or_si512(l0, _mm512_slli_epi32::<16>(l1));
+                        for (seg, v) in [(0, hp), (1, lp), (2, hp)] {
+                            let r = seg * kp + kk;
+                            let at = jb * per + (r / 2) * 64 + 2 * q;
+                            _mm512_storeu_si512(d.add(at) as *mut __m512i, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `PackedB` data of `B = X^T` (`X [n, k]`, row stride `ld`); as [`pack_b_rows`]: the
+    /// pairs `(2p, 2p + 1)` of B's column `j` are adjacent channels of row `j` of `X`, so 16
+    /// channels give 8 pairs, scattered to their 8 pair rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn pack_b_transposed(
+        x: &[f32],
+        ld: usize,
+        k: usize,
+        n: usize,
+        kp: usize,
+        data: &mut [u16],
+    ) {
+        let per = 3 * kp * super::NB;
+        assert!(
+            super::NB == 32
+                && kp.is_multiple_of(16)
+                && kp >= k
+                && data.len() >= n.div_ceil(32) * per
+                && (n == 0 || x.len() >= (n - 1) * ld + k),
+            "pack_b_transposed: sizes"
+        );
+        let d = data.as_mut_ptr() as *mut i32;
+        // pair row p of a step is 32 u32 (one per column) after pair row p - 1
+        let idx = _mm256_setr_epi32(0, 32, 64, 96, 128, 160, 192, 224);
+        for j in 0..n {
+            let (jb, c) = (j / 32, j % 32);
+            let row = &x[j * ld..j * ld + k];
+            for kk0 in (0..k).step_by(16) {
+                let mask = lanes((k - kk0).min(16));
+                // SAFETY: a masked load of channels kk0.. (< k) of row j; 8 u32 scattered to
+                // pair rows (s kp + kk0) / 2 + 0..8 (inside the segment: kk0 + 16 <= kp) at
+                // column c of block jb.
+                unsafe {
+                    let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(kk0));
+                    let (h, l) = halves32(v);
+                    let (h, l) = (_mm512_cvtepi32_epi16(h), _mm512_cvtepi32_epi16(l));
+                    for (seg, w) in [(0, h), (1, l), (2, h)] {
+                        let r = seg * kp + kk0;
+                        // u32 index of (pair row r / 2, column c) in the block
+                        let base = d.add((jb * per) / 2 + (r / 2) * 32 + c);
+                        _mm256_i32scatter_epi32::<4>(base, idx, w);
+                    }
+                }
+            }
+        }
+    }
+
     /// Rows of 32 probability lanes (`st [n][32]`) as bf16 pairs of consecutive rows,
     /// `[n / 2][32 lanes][2]`, split into `hi` and `lo`.
     #[target_feature(enable = "avx512f,avx512bw")]
@@ -902,8 +1060,8 @@ pub unsafe fn attention_head(
         .map(|c| {
             let (j0, nk) = (c * KC, KC.min(lk - c * KC));
             (
-                PackedB::new(hd, nk, |kk, j| k.x[(j0 + j) * k.ld + kk]),
-                PackedB::new(nk, vd, |kk, j| v.x[(j0 + kk) * v.ld + j]),
+                PackedB::transposed_fast(&k.x[j0 * k.ld..], hd, nk, k.ld),
+                PackedB::rows_fast(&v.x[j0 * v.ld..], nk, vd, v.ld),
             )
         })
         .collect();
@@ -1294,6 +1452,35 @@ pub(crate) unsafe fn scores_product(
 mod tests {
     use super::*;
     use crate::kernels::attention::tests::{max_abs_diff, rand};
+
+    /// The AVX-512 packings of attention keys and values equal the element-wise one, bit for
+    /// bit (odd inner sizes, partial column blocks, strided rows).
+    #[test]
+    fn fast_packings_equal_elementwise() {
+        if !available() {
+            return;
+        }
+        for (k, n, ld) in [
+            (256, 1024, 256),
+            (33, 47, 40),
+            (1, 5, 3),
+            (64, 31, 96),
+            (96, 64, 300),
+        ] {
+            // B = X^T, X [n, k]
+            let x = rand(n * ld, 9);
+            let a = PackedB::new(k, n, |kk, j| x[j * ld + kk]);
+            let b = PackedB::transposed_fast(&x, k, n, ld);
+            assert_eq!((a.k, a.n, a.kp), (b.k, b.n, b.kp));
+            assert!(a.data[..] == b.data[..], "transposed {k} x {n}");
+            // B = X, X [k, n]
+            let ld = ld.max(n);
+            let x = rand(k * ld, 10);
+            let a = PackedB::new(k, n, |kk, j| x[kk * ld + j]);
+            let b = PackedB::rows_fast(&x, k, n, ld);
+            assert!(a.data[..] == b.data[..], "rows {k} x {n}");
+        }
+    }
 
     /// Peak of the 32 x 32 tile block on L1-resident operands (timing only).
     #[test]
