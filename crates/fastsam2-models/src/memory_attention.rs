@@ -216,15 +216,36 @@ impl RoPEAttention {
         num_k_exclude_rope: usize,
         host: Option<&HostKv>,
     ) -> Tensor<3> {
-        use crate::kernels::attention::{attention, attention_shared_values};
-        use crate::kernels::{from_host, to_host};
         let device = q.device();
+        let (qx, [bq, lq, _]) = crate::kernels::to_host(q);
+        let (out, b) = self.attend_host(&qx, bq, lq, &k, &v, num_k_exclude_rope, host);
+        let hl = crate::kernels::host::HostLinear::new(&self.out_proj);
+        let out = hl.rows(&out, b * lq);
+        crate::kernels::from_host(out, [b, lq, hl.dout], &device)
+    }
+
+    /// The attention of [`Self::forward_fused_with`] on host buffers, before the output
+    /// projection: queries `qx` `[bq, lq, C]` (not yet projected; `bq` = 1 shares them
+    /// between every batch item of `k` / `v`). Returns (`[b, lq, C]`, b).
+    #[allow(clippy::too_many_arguments)]
+    fn attend_host(
+        &self,
+        qx: &[f32],
+        bq: usize,
+        lq: usize,
+        k: &Tensor<3>,
+        v: &Tensor<3>,
+        num_k_exclude_rope: usize,
+        host: Option<&HostKv>,
+    ) -> (Vec<f32>, usize) {
+        use crate::kernels::attention::{attention, attention_shared_values};
+        use crate::kernels::host::HostLinear;
+        use crate::kernels::to_host;
         let [b, lk, _] = k.dims();
         // the projected queries straight into a host buffer (no tensor round trip)
-        let (qx, [bq, lq, _]) = to_host(q);
-        let hq = crate::kernels::host::HostLinear::new(&self.q_proj);
+        let hq = HostLinear::new(&self.q_proj);
         let c = hq.dout;
-        let mut qh = hq.rows(&qx, bq * lq);
+        let mut qh = hq.rows(qx, bq * lq);
         let nh = self.num_heads;
         let hd = c / nh;
         let side = (lq as f64).sqrt() as usize;
@@ -238,19 +259,20 @@ impl RoPEAttention {
         if let Some(px) = self.try_folded(
             &qh,
             [bq, lq, hd],
-            &k,
-            &v,
+            k,
+            v,
             num_k_exclude_rope,
             &table,
             scale,
             host,
         ) {
-            return self.project_values(px, b, lq, vd, &device);
+            return (self.project_values_host(px, b, lq, vd), b);
         }
         if bq < b {
             qh = qh.repeat(b / bq);
         }
-        let (mut kh, _) = to_host(crate::kernels::host::linear3(&self.k_proj, k));
+        let (kx, _) = to_host(k.clone());
+        let mut kh = HostLinear::new(&self.k_proj).rows(&kx, b * lk);
         for bi in 0..b {
             rotate_in_place(
                 &mut kh[bi * lk * c..bi * lk * c + n_rot * c],
@@ -260,15 +282,14 @@ impl RoPEAttention {
                 &table,
             );
         }
+        let (xh, _) = to_host(v.clone());
         if vd < hd {
             // softmax rows sum to one: P (X Wv + bv) = (P X) Wv + bv, with P X over vd channels
-            let (xh, _) = to_host(v);
             let px = attention_shared_values(&qh, &kh, &xh, b, lq, lk, nh, hd, vd, scale);
-            return self.project_values(px, b, lq, vd, &device);
+            return (self.project_values_host(px, b, lq, vd), b);
         }
-        let (vh, _) = to_host(crate::kernels::host::linear3(&self.v_proj, v));
-        let out = attention(&qh, &kh, &vh, b, lq, lk, nh, hd, scale);
-        crate::kernels::host::linear3(&self.out_proj, from_host(out, [b, lq, c], &device))
+        let vh = HostLinear::new(&self.v_proj).rows(&xh, b * lk);
+        (attention(&qh, &kh, &vh, b, lq, lk, nh, hd, scale), b)
     }
 
     /// One head over narrower memories on a square grid whose rotated keys are whole grids
@@ -341,30 +362,42 @@ impl RoPEAttention {
         })
     }
 
-    /// `out_proj(P X Wv + bv)` from the attention over the value inputs `px` [b, lq, nh, vd].
-    fn project_values(
-        &self,
-        px: Vec<f32>,
-        b: usize,
-        lq: usize,
-        vd: usize,
-        device: &Device,
-    ) -> Tensor<3> {
+    /// `P X Wv + bv` (before the output projection), `[b, lq, nh * hd]`, from the attention
+    /// over the value inputs `px` `[b, lq, nh, vd]`: each head's slice of the value projection.
+    fn project_values_host(&self, px: Vec<f32>, b: usize, lq: usize, vd: usize) -> Vec<f32> {
+        use crate::kernels::host::{HostLinear, matmul};
+        use crate::kernels::to_host;
         let nh = self.num_heads;
-        let px = crate::kernels::from_host(px, [b, lq, nh, vd], device);
-        let w = self.v_proj.weight.val(); // [vd, nh * hd]
-        let hd = w.dims()[1] / nh;
-        let heads: Vec<Tensor<3>> = (0..nh)
-            .map(|h| {
-                let ph = px.clone().narrow(2, h, 1).reshape([b, lq, vd]);
-                ph.matmul(w.clone().narrow(1, h * hd, hd).unsqueeze::<3>())
-            })
-            .collect();
-        let mut out = Tensor::cat(heads, 2);
-        if let Some(bias) = &self.v_proj.bias {
-            out = out + bias.val().unsqueeze::<3>();
+        let hl = HostLinear::new(&self.v_proj); // w [vd, nh * hd]
+        if nh == 1 {
+            return hl.rows(&px, b * lq);
         }
-        crate::kernels::host::linear3(&self.out_proj, out)
+        let c = hl.dout;
+        let hd = c / nh;
+        let rows = b * lq;
+        let mut out = vec![0f32; rows * c];
+        for h in 0..nh {
+            let ph: Vec<f32> = (0..rows)
+                .flat_map(|r| px[(r * nh + h) * vd..(r * nh + h + 1) * vd].iter().copied())
+                .collect();
+            let wh: Vec<f32> = (0..vd)
+                .flat_map(|e| hl.w[e * c + h * hd..e * c + (h + 1) * hd].iter().copied())
+                .collect();
+            let oh = matmul(&ph, &wh, (rows, vd, hd));
+            for r in 0..rows {
+                out[r * c + h * hd..r * c + (h + 1) * hd]
+                    .copy_from_slice(&oh[r * hd..(r + 1) * hd]);
+            }
+        }
+        if let Some(bias) = &self.v_proj.bias {
+            let (bv, _) = to_host(bias.val());
+            for row in out.chunks_exact_mut(c) {
+                for (o, bb) in row.iter_mut().zip(&bv) {
+                    *o += bb;
+                }
+            }
+        }
+        out
     }
 
     fn heads(&self, x: Tensor<3>) -> Tensor<4> {
@@ -528,6 +561,9 @@ impl MemoryAttentionLayer {
         num_k_exclude_rope: usize,
         host: Option<&HostKv>,
     ) -> Tensor<3> {
+        if crate::kernels::host_fast_path(&tgt.device()) {
+            return self.forward_cross_mlp_host(tgt, k_in, memory, num_k_exclude_rope, host);
+        }
         let t2 = self.norm2.forward(tgt.clone());
         let attn = self
             .cross_attn_image
@@ -542,6 +578,46 @@ impl MemoryAttentionLayer {
         let tgt = tgt + attn;
         let t2 = self.norm3.forward(tgt.clone());
         tgt + self.mlp(t2)
+    }
+
+    /// [`Self::forward_cross_mlp_kv`] on host buffers: the target copied out once and the
+    /// result in once, with the norms, the query / value / output projections, the attention,
+    /// the residuals and the MLP in between (through burn's ops: ~7 elementwise passes and
+    /// four copies of each 4 MB object map per layer).
+    fn forward_cross_mlp_host(
+        &self,
+        tgt: Tensor<3>,
+        k_in: Tensor<3>,
+        memory: Tensor<3>,
+        num_k_exclude_rope: usize,
+        host: Option<&HostKv>,
+    ) -> Tensor<3> {
+        use crate::kernels::host::{HostLinear, add_assign, layer_norm_params, layer_norm_rows};
+        use crate::kernels::mlp::{Act, HostMlp};
+        use crate::kernels::{from_host, to_host};
+        let device = tgt.device();
+        let (t, [bt, l, c]) = to_host(tgt);
+        let mut x = t.clone();
+        let (w, beta) = layer_norm_params(&self.norm2);
+        layer_norm_rows(&mut x, &w, &beta, LN_EPS);
+        let a = &self.cross_attn_image;
+        let (attn, b) = a.attend_host(&x, bt, l, &k_in, &memory, num_k_exclude_rope, host);
+        let mut y = HostLinear::new(&a.out_proj).rows(&attn, b * l);
+        // a [1, L, C] target shared by every object (its queries were computed once) is
+        // every object's residual
+        if bt == b {
+            add_assign(&mut y, &t);
+        } else {
+            for item in y.chunks_exact_mut(l * c) {
+                add_assign(item, &t);
+            }
+        }
+        let mut x = y.clone();
+        let (w, beta) = layer_norm_params(&self.norm3);
+        layer_norm_rows(&mut x, &w, &beta, LN_EPS);
+        let m = HostMlp::new(&self.linear1, &self.linear2, Act::Relu);
+        add_assign(&mut y, &m.rows(&x, b * l));
+        from_host(y, [b, l, c], &device)
     }
 
     /// `linear2(relu(linear1(x)))`, on host buffers on the flex device.
@@ -681,6 +757,68 @@ mod tests {
         let b = ca1.forward_fused(q, k, v, 4);
         let d: f32 = (a - b).abs().max().into_scalar();
         assert!(d < 1e-5, "shared values: {d}");
+    }
+
+    /// The host paths of a whole layer (self-attention block; cross-attention + MLP block,
+    /// per-object and shared targets; plain, shared-values with two heads, and folded
+    /// attention) equal the same layer in burn's ops.
+    #[test]
+    fn host_layer_blocks_equal_burn_ops() {
+        let device = Device::flex();
+        let n = |s: f32| Distribution::Normal(0.0, s as f64);
+        let rnd1 = |p: &Param<Tensor<1>>, m: f32| {
+            let t = p.val();
+            Param::from_tensor(Tensor::random(t.shape(), n(0.3), &t.device()) + m)
+        };
+        // (d_model, heads, kv, memory frames): plain (kv = hd), shared values with two heads
+        // (kv < hd), folded (one head, six frames)
+        for (d, nh, kv, frames) in [(32, 2, 16, 2), (64, 2, 16, 2), (64, 1, 8, 6)] {
+            let cfg = MemoryAttentionConfig {
+                d_model: d,
+                num_layers: 1,
+                dim_feedforward: 48,
+                kv_in_dim: kv,
+                num_heads: nh,
+                rope_theta: 10000.0,
+                feat_sizes: [8, 8],
+            };
+            let mut layer = cfg.init(&device).layers[0].clone();
+            for norm in [&mut layer.norm1, &mut layer.norm2, &mut layer.norm3] {
+                norm.gamma = rnd1(&norm.gamma, 1.0);
+                norm.beta = norm.beta.as_ref().map(|b| rnd1(b, 0.0));
+            }
+            let b = 2;
+            let lk = frames * 64 + 4;
+            let k = Tensor::<3>::random([b, lk, kv], n(1.0), &device);
+            let v = Tensor::<3>::random([b, lk, kv], n(1.0), &device);
+            for bt in [2, 1] {
+                let tgt = Tensor::<3>::random([bt, 64, d], n(1.0), &device);
+                // self-attention block
+                let n1 = layer.norm1.forward(tgt.clone());
+                let want = tgt.clone()
+                    + layer
+                        .self_attn
+                        .forward_generic(n1.clone(), n1.clone(), n1, 0);
+                let got = layer.forward_self(tgt.clone());
+                let e: f32 = (want - got).abs().max().into_scalar();
+                assert!(e < 1e-4, "self block d {d} heads {nh} batch {bt}: {e}");
+                // cross-attention + MLP block
+                let t2 = layer.norm2.forward(tgt.clone());
+                let attn = layer
+                    .cross_attn_image
+                    .forward_generic(t2, k.clone(), v.clone(), 4);
+                let t = tgt.clone().expand([b, 64, d]) + attn;
+                let t3 = layer.norm3.forward(t.clone());
+                let want = t + layer.linear2.forward(relu(layer.linear1.forward(t3)));
+                let got = layer.forward_cross_mlp_kv(tgt, k.clone(), v.clone(), 4, None);
+                assert_eq!(got.dims(), [b, 64, d]);
+                let e: f32 = (want - got).abs().max().into_scalar();
+                assert!(
+                    e < 1e-4,
+                    "cross block d {d} heads {nh} kv {kv} batch {bt}: {e}"
+                );
+            }
+        }
     }
 
     #[test]
