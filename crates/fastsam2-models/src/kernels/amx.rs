@@ -99,6 +99,14 @@ impl<T: Copy> Aligned<T> {
         }
     }
 
+    /// `len` values for a caller that overwrites every one of them before reading: the old
+    /// contents are kept when the length is unchanged (no zeroing), else `len` zeros.
+    pub(crate) fn reuse(&mut self, len: usize) {
+        if self.len != len {
+            self.zeroed(len);
+        }
+    }
+
     /// `len` zeros (reusing the allocation).
     pub(crate) fn zeroed(&mut self, len: usize) {
         let n = (len * std::mem::size_of::<T>()).div_ceil(64);

@@ -661,6 +661,9 @@ fn rope_cross_impl(
                 }
             }
         }
+        if let Some(t) = packed {
+            t.recycle();
+        }
         G_BUFFERS.with(|c| c.set((gx, gy, coef)));
     };
     // one object at a time in parallel (its memories, 2 x frames x 1 MB here, are re-read by
@@ -709,22 +712,26 @@ struct AmxTables {
 }
 
 impl AmxTables {
+    /// A query block's tables from its G tables, in this thread's buffers of its last block:
+    /// every entry of every buffer is written before it is read (the packed halves here, for
+    /// every grid position; the bias and the scores band by band in [`avx512::amx_frames`],
+    /// frames past the band's count unread), so none is zeroed (a block re-zeroed ~1.4 MB).
     fn new(gx: &[f32], gy: &[f32], s: usize, kv: usize) -> Self {
         let pg = (kv + 1) * GT;
         let n = s * kv * GT;
-        let mut t = Self {
+        let mut t = AMX_TABLES.with(|c| c.take()).unwrap_or_else(|| Self {
             gxh: super::amx::Aligned::new(),
             gxl: super::amx::Aligned::new(),
             gyh: super::amx::Aligned::new(),
             gyl: super::amx::Aligned::new(),
             bias: super::amx::Aligned::new(),
             st: super::amx::Aligned::new(),
-        };
+        });
         for b in [&mut t.gxh, &mut t.gxl, &mut t.gyh, &mut t.gyl] {
-            b.zeroed(n);
+            b.reuse(n);
         }
-        t.bias.zeroed(16 * s * GT);
-        t.st.zeroed(2 * 16 * s * GT);
+        t.bias.reuse(16 * s * GT);
+        t.st.reuse(2 * 16 * s * GT);
         for (g, (h, l)) in [
             (gx, (&mut t.gxh, &mut t.gxl)),
             (gy, (&mut t.gyh, &mut t.gyl)),
@@ -743,6 +750,16 @@ impl AmxTables {
         }
         t
     }
+
+    /// Hand the buffers back to this thread for its next block.
+    fn recycle(self) {
+        AMX_TABLES.with(|c| c.set(Some(self)));
+    }
+}
+
+thread_local! {
+    /// A thread's [`AmxTables`] buffers, reused block after block.
+    static AMX_TABLES: std::cell::Cell<Option<AmxTables>> = const { std::cell::Cell::new(None) };
 }
 
 /// Running max / sum of the online softmax, one lane per query.
