@@ -198,6 +198,21 @@ impl PackedB {
         p
     }
 
+    /// [`Self::rows_fast`] into this packing's buffer where it has the same shape (every
+    /// entry that the packing writes is rewritten and the padding stays zero, so nothing is
+    /// re-zeroed: for small operands packed once per task).
+    pub(crate) fn refill_rows(&mut self, x: &[f32], k: usize, n: usize, ld: usize) {
+        assert!(
+            available() && ld >= n && (k == 0 || x.len() >= (k - 1) * ld + n),
+            "packed b: buffer size"
+        );
+        if (self.k, self.n) != (k, n) {
+            *self = Self::empty(k, n);
+        }
+        // SAFETY: AMX CPUs have AVX-512F/BW; sizes asserted above and inside.
+        unsafe { v512::pack_b_rows(x, ld, k, n, self.kp, &mut self.data) };
+    }
+
     /// [`Self::new`] of `B = X^T` for `X` row-major `[n, k]` with row stride `ld` (attention
     /// keys), on the calling thread, with AVX-512 (16 channels of a row per step).
     ///

@@ -164,16 +164,21 @@ impl RopeKeys<'_> {
         }
         // the basis as a pre-tiled AMX operand: the G-table products of every query block
         // then run on tiles (bf16x3), ~3x the f32 GEMM's rate on these shapes
-        let packed = if fast_kernels() {
-            super::amx::PackedA::new(&basis, rows * (kv + 1), half, half)
+        let (packed, packed_u) = if fast_kernels() {
+            (
+                super::amx::PackedA::new(&basis, rows * (kv + 1), half, half),
+                u.as_ref()
+                    .and_then(|u| super::amx::PackedA::new(u, s, rows, rows)),
+            )
         } else {
-            None
+            (None, None)
         };
         Tables {
             rows,
             basis,
             u,
             packed,
+            packed_u,
         }
     }
 }
@@ -279,6 +284,9 @@ struct Tables {
     u: Option<Vec<f32>>,
     /// `basis` tiled for [`super::amx::gemm_a`] (where AMX is available).
     packed: Option<super::amx::PackedA>,
+    /// `u` tiled likewise: the expansion `G = u coef` on tiles too (in f32 it was about half
+    /// of the G tables' time, ~15 thread-ms per call at SAM 2's shapes).
+    packed_u: Option<super::amx::PackedA>,
 }
 
 /// Whether the folded kernel is expected to beat rotating the projected keys and running
@@ -552,7 +560,19 @@ fn rope_cross_impl(
                     )
                 };
             }
-            if let Some(u) = &t.u {
+            if let (Some(pu), true, false) = (&t.packed_u, t.u.is_some(), portable) {
+                // on tiles: coef [rows, (kv + 1) GT] as the packed right operand (this
+                // thread's buffer), g = u coef
+                let w = (kv + 1) * GT;
+                COEF_B.with(|cell| {
+                    let mut pb = cell.borrow_mut();
+                    let pb = pb.get_or_insert_with(|| {
+                        super::amx::PackedB::rows_fast(&coef[..t.rows * w], t.rows, w, w)
+                    });
+                    pb.refill_rows(&coef[..t.rows * w], t.rows, w, w);
+                    super::amx::gemm_a(pu, pb, g, w);
+                });
+            } else if let Some(u) = &t.u {
                 // SAFETY: u is [side, rows], coef [rows, (kv + 1) GT], g [side, (kv + 1) GT].
                 unsafe {
                     gemm_f32(
@@ -681,6 +701,12 @@ fn rope_cross_impl(
         }
     }
     out
+}
+
+thread_local! {
+    /// A thread's packing of the low-rank G-table coefficients (see `Tables::packed_u`).
+    static COEF_B: std::cell::RefCell<Option<super::amx::PackedB>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 thread_local! {
