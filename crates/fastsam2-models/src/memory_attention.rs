@@ -512,12 +512,16 @@ impl MemoryAttentionLayer {
     /// burn's ops, each projection cost a copy in and two out, ~1.3 ms per 4 MB object map;
     /// the self-attention took ~13 ms per layer and object outside its attention kernel).
     fn forward_self_host(&self, tgt: Tensor<3>) -> Tensor<3> {
+        let device = tgt.device();
+        let (t, [b, l, c]) = crate::kernels::to_host(tgt);
+        crate::kernels::from_host(self.self_block_host(t, b, l), [b, l, c], &device)
+    }
+
+    /// The self-attention block on a host buffer `t` `[b, l, C]`.
+    fn self_block_host(&self, t: Vec<f32>, b: usize, l: usize) -> Vec<f32> {
         use crate::kernels::attention::attention;
         use crate::kernels::host::{HostLinear, add_assign, layer_norm_params, layer_norm_rows};
-        use crate::kernels::{from_host, to_host};
-        let device = tgt.device();
         let a = &self.self_attn;
-        let (t, [b, l, c]) = to_host(tgt);
         let mut x = t.clone();
         let (w, beta) = layer_norm_params(&self.norm1);
         layer_norm_rows(&mut x, &w, &beta, LN_EPS);
@@ -535,7 +539,7 @@ impl MemoryAttentionLayer {
         let out = attention(&q, &k, &v, b, l, l, nh, hd, (hd as f32).powf(-0.5));
         let mut o = HostLinear::new(&a.out_proj).rows(&out, b * l);
         add_assign(&mut o, &t);
-        from_host(o, [b, l, c], &device)
+        o
     }
 
     /// Cross-attention to the memories (keys get the memory pos enc, queries do not), then
@@ -592,16 +596,33 @@ impl MemoryAttentionLayer {
         num_k_exclude_rope: usize,
         host: Option<&HostKv>,
     ) -> Tensor<3> {
+        let device = tgt.device();
+        let (t, [bt, l, c]) = crate::kernels::to_host(tgt);
+        let (y, b) = self.cross_block_host(t, bt, l, &k_in, &memory, num_k_exclude_rope, host);
+        crate::kernels::from_host(y, [b, l, c], &device)
+    }
+
+    /// The cross-attention + MLP block on a host buffer `t` `[bt, l, C]` (`bt` = 1: one
+    /// target shared by every memory batch item). Returns (`[b, l, C]`, b).
+    #[allow(clippy::too_many_arguments)]
+    fn cross_block_host(
+        &self,
+        t: Vec<f32>,
+        bt: usize,
+        l: usize,
+        k_in: &Tensor<3>,
+        memory: &Tensor<3>,
+        num_k_exclude_rope: usize,
+        host: Option<&HostKv>,
+    ) -> (Vec<f32>, usize) {
         use crate::kernels::host::{HostLinear, add_assign, layer_norm_params, layer_norm_rows};
         use crate::kernels::mlp::{Act, HostMlp};
-        use crate::kernels::{from_host, to_host};
-        let device = tgt.device();
-        let (t, [bt, l, c]) = to_host(tgt);
+        let c = t.len() / (bt * l);
         let mut x = t.clone();
         let (w, beta) = layer_norm_params(&self.norm2);
         layer_norm_rows(&mut x, &w, &beta, LN_EPS);
         let a = &self.cross_attn_image;
-        let (attn, b) = a.attend_host(&x, bt, l, &k_in, &memory, num_k_exclude_rope, host);
+        let (attn, b) = a.attend_host(&x, bt, l, k_in, memory, num_k_exclude_rope, host);
         let mut y = HostLinear::new(&a.out_proj).rows(&attn, b * l);
         // a [1, L, C] target shared by every object (its queries were computed once) is
         // every object's residual
@@ -617,7 +638,7 @@ impl MemoryAttentionLayer {
         layer_norm_rows(&mut x, &w, &beta, LN_EPS);
         let m = HostMlp::new(&self.linear1, &self.linear2, Act::Relu);
         add_assign(&mut y, &m.rows(&x, b * l));
-        from_host(y, [b, l, c], &device)
+        (y, b)
     }
 
     /// `linear2(relu(linear1(x)))`, on host buffers on the flex device.
@@ -678,10 +699,36 @@ impl MemoryAttention {
         // layer 0's cross-attention takes `first` as it is: one row shared by every object
         let mut out = first;
         let k_in = memory.clone() + memory_pos;
-        let host = crate::kernels::host_fast_path(&memory.device()).then(|| {
-            use crate::kernels::to_host;
-            HostKv::new(to_host(k_in.clone()).0, to_host(memory.clone()).0)
-        });
+        let device = memory.device();
+        if crate::kernels::host_fast_path(&device) {
+            // every layer on host buffers: the target is copied out once and in once
+            use crate::kernels::host::{layer_norm_params, layer_norm_rows};
+            use crate::kernels::{from_host, to_host};
+            let host = HostKv::new(to_host(k_in.clone()).0, to_host(memory.clone()).0);
+            let (mut t, [mut bt, l, c]) = to_host(out);
+            for (i, layer) in self.layers.iter().enumerate() {
+                if i > 0 {
+                    t = layer.self_block_host(t, bt, l);
+                }
+                (t, bt) = layer.cross_block_host(
+                    t,
+                    bt,
+                    l,
+                    &k_in,
+                    &memory,
+                    num_obj_ptr_tokens,
+                    Some(&host),
+                );
+            }
+            let b = memory.dims()[0];
+            if bt != b {
+                t = t.repeat(b / bt);
+            }
+            let (w, beta) = layer_norm_params(&self.norm);
+            layer_norm_rows(&mut t, &w, &beta, LN_EPS);
+            return from_host(t, [b, l, c], &device);
+        }
+        let host: Option<HostKv> = None;
         for (i, layer) in self.layers.iter().enumerate() {
             if i > 0 {
                 out = layer.forward_self(out);
@@ -818,6 +865,64 @@ mod tests {
                     "cross block d {d} heads {nh} kv {kv} batch {bt}: {e}"
                 );
             }
+        }
+    }
+
+    /// The whole memory attention on host buffers (`forward_from_first_self`: layers chained
+    /// without tensor round trips, a shared first output broadcast, the final norm) equals
+    /// the same layers in burn's ops.
+    #[test]
+    fn host_memory_attention_equals_burn_ops() {
+        let device = Device::flex();
+        let n = |s: f64| Distribution::Normal(0.0, s);
+        let cfg = MemoryAttentionConfig {
+            d_model: 32,
+            num_layers: 2,
+            dim_feedforward: 48,
+            kv_in_dim: 16,
+            num_heads: 1,
+            rope_theta: 10000.0,
+            feat_sizes: [8, 8],
+        };
+        let mut m = cfg.init(&device);
+        let rnd1 = |p: &Param<Tensor<1>>, mean: f32| {
+            let t = p.val();
+            Param::from_tensor(Tensor::random(t.shape(), n(0.3), &t.device()) + mean)
+        };
+        m.norm.gamma = rnd1(&m.norm.gamma, 1.0);
+        m.norm.beta = m.norm.beta.as_ref().map(|b| rnd1(b, 0.0));
+        let (b, frames) = (2, 2);
+        let lk = frames * 64 + 4;
+        let mem = Tensor::<3>::random([b, lk, 16], n(1.0), &device);
+        let pos = Tensor::<3>::random([b, lk, 16], n(1.0), &device);
+        for bt in [1, 2] {
+            let first = Tensor::<3>::random([bt, 64, 32], n(1.0), &device);
+            let got = m.forward_from_first_self(first.clone(), mem.clone(), pos.clone(), 4);
+            let k = mem.clone() + pos.clone();
+            let mut t = first;
+            for (i, layer) in m.layers.iter().enumerate() {
+                if i > 0 {
+                    let n1 = layer.norm1.forward(t.clone());
+                    t = t + layer
+                        .self_attn
+                        .forward_generic(n1.clone(), n1.clone(), n1, 0);
+                }
+                let t2 = layer.norm2.forward(t.clone());
+                let attn = layer
+                    .cross_attn_image
+                    .forward_generic(t2, k.clone(), mem.clone(), 4);
+                let tt = if t.dims()[0] == b {
+                    t
+                } else {
+                    t.expand([b, 64, 32])
+                } + attn;
+                let t3 = layer.norm3.forward(tt.clone());
+                t = tt + layer.linear2.forward(relu(layer.linear1.forward(t3)));
+            }
+            let want = m.norm.forward(t);
+            assert_eq!(got.dims(), [b, 64, 32]);
+            let e: f32 = (want - got).abs().max().into_scalar();
+            assert!(e < 1e-4, "first batch {bt}: {e}");
         }
     }
 
