@@ -82,6 +82,20 @@ fn gelu_body(v: &mut [f32]) {
 dispatch!(ln_gelu_chunk, ln_gelu_body, (px: &mut [f32], c: usize, w: &[f32], b: &[f32], eps: f32));
 dispatch!(gelu_chunk, gelu_body, (v: &mut [f32]));
 
+/// `a [m, k] @ w [k, n]` for a weight matrix `w`: on AMX tiles (bf16x3, the weights packed
+/// once per model) where they apply and the product is wide enough, else the f32 GEMM
+/// (SAM's two transposed convolutions: 4096 x 256 x 256 and 16384 x 64 x 128, ~2 ms each in
+/// f32 on 2 cores).
+fn product(a: &[f32], w: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
+    if super::amx::available() && k >= 64 && n >= 128 && m >= 256 {
+        let p = super::amx::packed_weights(w, k, n);
+        let mut c = vec![0f32; m * n];
+        super::amx::gemm(m, a, k, &p, &mut c, n, 1.0, false);
+        return c;
+    }
+    matmul(a, w, (m, k, n))
+}
+
 /// One prompt: `src` channels-last [h*w, c_in]; `skip1` [2h*2w, c1] and `skip0` [4h*4w, c2]
 /// (SAM 2, channels-last); `hyper` [k, c2]. Returns the k mask logits [k, 4h*4w].
 #[allow(clippy::too_many_arguments)]
@@ -104,11 +118,11 @@ pub fn upscale_and_masks(
             && wt.w2.len() == c1 * c2 * 4
             && hyper.len() == k * c2
     );
-    let y1 = matmul(src, wt.w1, (h * w, c_in, c1 * 4));
+    let y1 = product(src, wt.w1, (h * w, c_in, c1 * 4));
     let mut z1 = shuffle(&y1, h, w, c1, wt.b1, skip1);
     z1.par_chunks_mut(c1 * 256)
         .for_each(|ch| ln_gelu_chunk(ch, c1, wt.ln_w, wt.ln_b, wt.eps));
-    let y2 = matmul(&z1, wt.w2, (4 * h * w, c1, c2 * 4));
+    let y2 = product(&z1, wt.w2, (4 * h * w, c1, c2 * 4));
     let mut z2 = shuffle(&y2, 2 * h, 2 * w, c2, wt.b2, skip0);
     z2.par_chunks_mut(1 << 14).for_each(gelu_chunk);
     // masks [k, P] = hyper [k, c2] @ z2^T [c2, P]
