@@ -194,7 +194,34 @@ fn rotate_in_place(x: &mut [f32], n_rot: usize, nh: usize, hd: usize, table: &[(
         });
 }
 
+/// `lin(x)` for `b` items of `l` rows of a host buffer, the first `n_rot` rows of each item
+/// rotated (heads of `hd` channels, [`rotate_in_place`]).
+fn project_rotated(
+    lin: &Linear,
+    x: &[f32],
+    b: usize,
+    l: usize,
+    n_rot: usize,
+    hd: usize,
+    table: &[(f32, f32)],
+) -> Vec<f32> {
+    let hl = crate::kernels::host::HostLinear::new(lin);
+    let c = hl.dout;
+    let mut y = hl.rows(x, b * l);
+    for item in y.chunks_exact_mut(l * c) {
+        rotate_in_place(item, n_rot, c / hd, hd, table);
+    }
+    y
+}
+
 impl RoPEAttention {
+    /// Head width and the cached RoPE table for a square grid of `l` queries.
+    fn rope(&self, l: usize) -> (usize, std::sync::Arc<Vec<(f32, f32)>>) {
+        let hd = self.q_proj.weight.dims()[1] / self.num_heads;
+        let side = (l as f64).sqrt() as usize;
+        (hd, rope_table(hd, side, self.rope_theta))
+    }
+
     /// Same as `forward`, on host buffers with the fused attention kernels.
     pub fn forward_fused(
         &self,
@@ -242,17 +269,10 @@ impl RoPEAttention {
         use crate::kernels::host::HostLinear;
         use crate::kernels::to_host;
         let [b, lk, _] = k.dims();
-        // the projected queries straight into a host buffer (no tensor round trip)
-        let hq = HostLinear::new(&self.q_proj);
-        let c = hq.dout;
-        let mut qh = hq.rows(qx, bq * lq);
         let nh = self.num_heads;
-        let hd = c / nh;
-        let side = (lq as f64).sqrt() as usize;
-        let table = rope_table(hd, side, self.rope_theta);
-        for bi in 0..bq {
-            rotate_in_place(&mut qh[bi * lq * c..(bi + 1) * lq * c], lq, nh, hd, &table);
-        }
+        let (hd, table) = self.rope(lq);
+        // the projected queries straight into a host buffer (no tensor round trip)
+        let mut qh = project_rotated(&self.q_proj, qx, bq, lq, lq, hd, &table);
         let scale = (hd as f32).powf(-0.5);
         let vd = v.dims()[2];
         let n_rot = lk - num_k_exclude_rope;
@@ -272,16 +292,7 @@ impl RoPEAttention {
             qh = qh.repeat(b / bq);
         }
         let (kx, _) = to_host(k.clone());
-        let mut kh = HostLinear::new(&self.k_proj).rows(&kx, b * lk);
-        for bi in 0..b {
-            rotate_in_place(
-                &mut kh[bi * lk * c..bi * lk * c + n_rot * c],
-                n_rot,
-                nh,
-                hd,
-                &table,
-            );
-        }
+        let kh = project_rotated(&self.k_proj, &kx, b, lk, n_rot, hd, &table);
         let (xh, _) = to_host(v.clone());
         if vd < hd {
             // softmax rows sum to one: P (X Wv + bv) = (P X) Wv + bv, with P X over vd channels
@@ -525,17 +536,11 @@ impl MemoryAttentionLayer {
         let mut x = t.clone();
         let (w, beta) = layer_norm_params(&self.norm1);
         layer_norm_rows(&mut x, &w, &beta, LN_EPS);
-        let proj = |lin: &Linear| HostLinear::new(lin).rows(&x, b * l);
-        let (mut q, mut k, v) = (proj(&a.q_proj), proj(&a.k_proj), proj(&a.v_proj));
-        let ci = a.q_proj.weight.dims()[1];
+        let (hd, table) = a.rope(l);
+        let q = project_rotated(&a.q_proj, &x, b, l, l, hd, &table);
+        let k = project_rotated(&a.k_proj, &x, b, l, l, hd, &table);
+        let v = HostLinear::new(&a.v_proj).rows(&x, b * l);
         let nh = a.num_heads;
-        let hd = ci / nh;
-        let side = (l as f64).sqrt() as usize;
-        let table = rope_table(hd, side, a.rope_theta);
-        for bi in 0..b {
-            rotate_in_place(&mut q[bi * l * ci..(bi + 1) * l * ci], l, nh, hd, &table);
-            rotate_in_place(&mut k[bi * l * ci..(bi + 1) * l * ci], l, nh, hd, &table);
-        }
         let out = attention(&q, &k, &v, b, l, l, nh, hd, (hd as f32).powf(-0.5));
         let mut o = HostLinear::new(&a.out_proj).rows(&out, b * l);
         add_assign(&mut o, &t);

@@ -157,6 +157,18 @@ impl TwoWayTransformerConfig {
 }
 
 /// Attention with projections to an internal dim of `embedding_dim / downsample_rate`.
+/// The few-token factors of [`Attention`]'s few-keys route: scores are `q m (+ bk)`, the
+/// output `P vo (+ b_o)`.
+struct FewKeys {
+    /// `W_q,h k_h^T`: `[B, d_q, nH * lk]`.
+    m: Tensor<3>,
+    /// `b_q,h . k_h` per key (unscaled): `[B, nH * lk]`.
+    bk: Option<Tensor<2>>,
+    /// `v_h W_o,h`: `[B, nH * lk, d_out]`.
+    vo: Tensor<3>,
+    hd: usize,
+}
+
 #[derive(Module, Debug)]
 pub struct Attention {
     pub q_proj: Linear,
@@ -223,8 +235,19 @@ impl Attention {
 
     fn forward_few_queries(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
         let [b, lq, _] = q.dims();
-        let [_, lk, d_kv] = k.dims();
+        let d_kv = k.dims()[2];
+        let (qk, hd) = self.few_queries_qk(q); // [B, nH*lq, d_kv]
+        let scores = qk.matmul(k.swap_dims(1, 2)) * (hd as f64).powf(-0.5); // [B, nH*lq, lk]
+        let p = crate::kernels::softmax_last(scores);
+        let px = p.matmul(v).reshape([b, self.num_heads, lq, d_kv]); // P x_v
+        self.few_queries_out(px, hd)
+    }
+
+    /// The few-token side of the few-queries route: `(q_h W_k,h^T [B, nH * lq, d_kv], hd)`.
+    fn few_queries_qk(&self, q: Tensor<3>) -> (Tensor<3>, usize) {
+        let [b, lq, _] = q.dims();
         let nh = self.num_heads;
+        let d_kv = self.k_proj.weight.dims()[0];
         let qh = self.separate_heads(self.q_proj.forward(q)); // [B, nH, lq, hd]
         let hd = qh.dims()[3];
         let wk = self.k_proj.weight.val(); // [d_kv, nH*hd]
@@ -232,10 +255,14 @@ impl Attention {
             .reshape([d_kv, nh, hd])
             .permute([1, 2, 0])
             .unsqueeze::<4>(); // [1, nH, hd, d_kv]
-        let qk = qh.matmul(wk).reshape([b, nh * lq, d_kv]); // q_h W_k,h^T
-        let scores = qk.matmul(k.swap_dims(1, 2)) * (hd as f64).powf(-0.5); // [B, nH*lq, lk]
-        let p = crate::kernels::softmax_last(scores);
-        let px = p.matmul(v).reshape([b, nh, lq, d_kv]); // P x_v
+        (qh.matmul(wk).reshape([b, nh * lq, d_kv]), hd)
+    }
+
+    /// The output of the few-queries route from `P x_v` `[B, nH, lq, d_kv]`:
+    /// `out_proj((P x_v) W_v,h + b_v)`.
+    fn few_queries_out(&self, px: Tensor<4>, hd: usize) -> Tensor<3> {
+        let nh = self.num_heads;
+        let d_kv = px.dims()[3];
         let wv = self
             .v_proj
             .weight
@@ -247,14 +274,32 @@ impl Attention {
         if let Some(bv) = &self.v_proj.bias {
             out = out + bv.val().reshape([1, nh, 1, hd]);
         }
-        let _ = lk;
         self.out_proj.forward(Self::recombine_heads(out))
     }
 
     fn forward_few_keys(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>) -> Tensor<3> {
-        let [b, lq, d_q] = q.dims();
+        let [b, lq, _] = q.dims();
         let [_, lk, _] = k.dims();
         let nh = self.num_heads;
+        let f = self.few_keys_factors(k, v);
+        let mut scores = q.matmul(f.m); // [B, lq, nH*lk]
+        if let Some(bk) = f.bk {
+            scores = scores + bk.unsqueeze_dim::<3>(1);
+        }
+        let scores = scores.reshape([b, lq, nh, lk]) * (f.hd as f64).powf(-0.5);
+        let p = crate::kernels::softmax_last(scores).reshape([b, lq, nh * lk]);
+        let mut out = p.matmul(f.vo);
+        if let Some(bo) = &self.out_proj.bias {
+            out = out + bo.val().unsqueeze::<3>();
+        }
+        out
+    }
+
+    /// The few-token side of the few-keys route (see [`FewKeys`]).
+    fn few_keys_factors(&self, k: Tensor<3>, v: Tensor<3>) -> FewKeys {
+        let [b, lk, _] = k.dims();
+        let nh = self.num_heads;
+        let d_q = self.q_proj.weight.dims()[0];
         let kh = self.separate_heads(self.k_proj.forward(k)); // [B, nH, lk, hd]
         let vh = self.separate_heads(self.v_proj.forward(v));
         let hd = kh.dims()[3];
@@ -267,18 +312,13 @@ impl Attention {
             .unsqueeze::<4>(); // [1, nH, d_q, hd]
         let m = wq.matmul(kh.clone().swap_dims(2, 3)); // [B, nH, d_q, lk]
         let m = m.permute([0, 2, 1, 3]).reshape([b, d_q, nh * lk]);
-        let mut scores = q.matmul(m); // [B, lq, nH*lk]
-        if let Some(bq) = &self.q_proj.bias {
-            // b_q,h . k_h per key
-            let bk = bq
-                .val()
+        // b_q,h . k_h per key
+        let bk = self.q_proj.bias.as_ref().map(|bq| {
+            bq.val()
                 .reshape([1, nh, 1, hd])
                 .matmul(kh.swap_dims(2, 3))
-                .reshape([b, 1, nh * lk]);
-            scores = scores + bk;
-        }
-        let scores = scores.reshape([b, lq, nh, lk]) * (hd as f64).powf(-0.5);
-        let p = crate::kernels::softmax_last(scores).reshape([b, lq, nh * lk]);
+                .reshape([b, nh * lk])
+        });
         let d_out = self.out_proj.weight.dims()[1];
         let wo = self
             .out_proj
@@ -287,11 +327,7 @@ impl Attention {
             .reshape([nh, hd, d_out])
             .unsqueeze::<4>(); // [1, nH, hd, d_out]
         let vo = vh.matmul(wo).reshape([b, nh * lk, d_out]); // v_h W_o,h
-        let mut out = p.matmul(vo);
-        if let Some(bo) = &self.out_proj.bias {
-            out = out + bo.val().unsqueeze::<3>();
-        }
-        out
+        FewKeys { m, bk, vo, hd }
     }
 
     /// Whether [`Self::forward`] takes the few-queries (`Some(true)`) or few-keys
@@ -322,16 +358,8 @@ impl Attention {
             k.len() == b * lk * d_kv && v.len() == k.len(),
             "few_queries_host: sizes"
         );
-        let qh = self.separate_heads(self.q_proj.forward(q)); // [B, nH, lq, hd]
-        let hd = qh.dims()[3];
-        let wk = self
-            .k_proj
-            .weight
-            .val()
-            .reshape([d_kv, nh, hd])
-            .permute([1, 2, 0])
-            .unsqueeze::<4>(); // [1, nH, hd, d_kv]
-        let (qk, _) = to_host(qh.matmul(wk).reshape([b, nh * lq, d_kv])); // q_h W_k,h^T
+        let (qk, hd) = self.few_queries_qk(q);
+        let (qk, _) = to_host(qk);
         let rows = nh * lq;
         let scale = (hd as f32).powf(-0.5);
         let mut px = vec![0f32; b * rows * d_kv];
@@ -362,19 +390,7 @@ impl Attention {
                 );
             }
         }
-        let px = from_host(px, [b, nh, lq, d_kv], &device);
-        let wv = self
-            .v_proj
-            .weight
-            .val()
-            .reshape([d_kv, nh, hd])
-            .swap_dims(0, 1)
-            .unsqueeze::<4>(); // [1, nH, d_kv, hd]
-        let mut out = px.matmul(wv); // [B, nH, lq, hd]
-        if let Some(bv) = &self.v_proj.bias {
-            out = out + bv.val().reshape([1, nh, 1, hd]);
-        }
-        self.out_proj.forward(Self::recombine_heads(out))
+        self.few_queries_out(from_host(px, [b, nh, lq, d_kv], &device), hd)
     }
 
     /// [`Self::forward_few_keys`] with the many queries as a host buffer `q` `[b, lq, d_q]`:
@@ -394,36 +410,13 @@ impl Attention {
         let d_q = self.q_proj.weight.dims()[0];
         let d_out = self.out_proj.weight.dims()[1];
         assert!(q.len() == b * lq * d_q, "few_keys_host: sizes");
-        let kh = self.separate_heads(self.k_proj.forward(k)); // [B, nH, lk, hd]
-        let vh = self.separate_heads(self.v_proj.forward(v));
-        let hd = kh.dims()[3];
-        let wq = self
-            .q_proj
-            .weight
-            .val()
-            .reshape([d_q, nh, hd])
-            .swap_dims(0, 1)
-            .unsqueeze::<4>(); // [1, nH, d_q, hd]
-        let m = wq.matmul(kh.clone().swap_dims(2, 3)); // [B, nH, d_q, lk]
-        let (m, _) = to_host(m.permute([0, 2, 1, 3]).reshape([b, d_q, nh * lk]));
-        let scale = (hd as f32).powf(-0.5);
+        let f = self.few_keys_factors(k, v);
+        let scale = (f.hd as f32).powf(-0.5);
         let w = nh * lk;
+        let (m, _) = to_host(f.m);
         // per key: (b_q,h . k_h) * scale, added to every query's scores
-        let bk = self.q_proj.bias.as_ref().map(|bq| {
-            let bk = bq
-                .val()
-                .reshape([1, nh, 1, hd])
-                .matmul(kh.swap_dims(2, 3))
-                .reshape([b, w]);
-            to_host(bk * scale as f64).0
-        });
-        let wo = self
-            .out_proj
-            .weight
-            .val()
-            .reshape([nh, hd, d_out])
-            .unsqueeze::<4>(); // [1, nH, hd, d_out]
-        let (vo, _) = to_host(vh.matmul(wo).reshape([b, w, d_out])); // v_h W_o,h
+        let bk = f.bk.map(|bk| to_host(bk * scale as f64).0);
+        let (vo, _) = to_host(f.vo);
         let bo = self.out_proj.bias.as_ref().map(|p| to_host(p.val()).0);
         let mut out = vec![0f32; b * lq * d_out];
         let mut s = vec![0f32; lq * w];

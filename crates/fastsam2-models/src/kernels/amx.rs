@@ -188,13 +188,8 @@ impl PackedB {
     ///
     /// Panics unless [`available`].
     pub(crate) fn rows_fast(x: &[f32], k: usize, n: usize, ld: usize) -> Self {
-        assert!(
-            available() && ld >= n && (k == 0 || x.len() >= (k - 1) * ld + n),
-            "packed b: buffer size"
-        );
         let mut p = Self::empty(k, n);
-        // SAFETY: AMX CPUs have AVX-512F/BW; sizes asserted above and inside.
-        unsafe { v512::pack_b_rows(x, ld, k, n, p.kp, &mut p.data) };
+        p.refill_rows(x, k, n, ld);
         p
     }
 
@@ -229,7 +224,7 @@ impl PackedB {
     }
 
     /// All zeros, of the packed size of `B [k, n]`.
-    fn empty(k: usize, n: usize) -> Self {
+    pub(crate) fn empty(k: usize, n: usize) -> Self {
         let kp = k.div_ceil(KB) * KB;
         let mut data = Aligned::new();
         data.zeroed(n.div_ceil(NB) * 3 * kp * NB);
@@ -720,15 +715,7 @@ mod v512 {
     pub(super) unsafe fn split16(x: __m512) -> (__m256i, __m256i) {
         // SAFETY: register-only AVX-512F arithmetic (the caller's contract: AVX-512F).
         unsafe {
-            let round = |v: __m512| {
-                let b = _mm512_castps_si512(v);
-                let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-                let r = _mm512_add_epi32(b, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
-                _mm512_srli_epi32::<16>(r)
-            };
-            let h = round(x);
-            let hf = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h));
-            let l = round(_mm512_sub_ps(x, hf));
+            let (h, l) = halves32(x);
             (_mm512_cvtepi32_epi16(h), _mm512_cvtepi32_epi16(l))
         }
     }
@@ -950,27 +937,14 @@ mod v512 {
             n.is_multiple_of(2) && hi.len() >= n * 32 && lo.len() >= n * 32,
             "pair_probs: sizes"
         );
-        let round = |v: __m512i| {
-            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(v), _mm512_set1_epi32(1));
-            _mm512_srli_epi32::<16>(_mm512_add_epi32(
-                v,
-                _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)),
-            ))
-        };
         let (s, h, l) = (st.as_ptr(), hi.as_mut_ptr(), lo.as_mut_ptr());
         for j in 0..n / 2 {
             for q in [0, 16] {
                 // SAFETY: rows 2j, 2j + 1 (lanes q..q + 16) of st; 16 u32 pairs at row j of
                 // hi / lo (asserted sizes).
                 unsafe {
-                    let x0 = _mm512_loadu_ps(s.add(2 * j * 32 + q));
-                    let x1 = _mm512_loadu_ps(s.add((2 * j + 1) * 32 + q));
-                    let h0 = round(_mm512_castps_si512(x0));
-                    let h1 = round(_mm512_castps_si512(x1));
-                    let r0 = _mm512_sub_ps(x0, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h0)));
-                    let r1 = _mm512_sub_ps(x1, _mm512_castsi512_ps(_mm512_slli_epi32::<16>(h1)));
-                    let l0 = round(_mm512_castps_si512(r0));
-                    let l1 = round(_mm512_castps_si512(r1));
+                    let (h0, l0) = halves32(_mm512_loadu_ps(s.add(2 * j * 32 + q)));
+                    let (h1, l1) = halves32(_mm512_loadu_ps(s.add((2 * j + 1) * 32 + q)));
                     let hp = _mm512_or_si512(h0, _mm512_slli_epi32::<16>(h1));
                     let lp = _mm512_or_si512(l0, _mm512_slli_epi32::<16>(l1));
                     _mm512_storeu_si512(h.add(j * 64 + 2 * q) as *mut __m512i, hp);

@@ -560,15 +560,13 @@ fn rope_cross_impl(
                     )
                 };
             }
-            if let (Some(pu), true, false) = (&t.packed_u, t.u.is_some(), portable) {
+            if let (Some(pu), false) = (&t.packed_u, portable) {
                 // on tiles: coef [rows, (kv + 1) GT] as the packed right operand (this
                 // thread's buffer), g = u coef
                 let w = (kv + 1) * GT;
                 COEF_B.with(|cell| {
                     let mut pb = cell.borrow_mut();
-                    let pb = pb.get_or_insert_with(|| {
-                        super::amx::PackedB::rows_fast(&coef[..t.rows * w], t.rows, w, w)
-                    });
+                    let pb = pb.get_or_insert_with(|| super::amx::PackedB::empty(0, 0));
                     pb.refill_rows(&coef[..t.rows * w], t.rows, w, w);
                     super::amx::gemm_a(pu, pb, g, w);
                 });
