@@ -494,14 +494,7 @@ impl TwoWayAttentionBlock {
         query_pe: Tensor<3>,
         key_pe: Tensor<3>,
     ) -> (Tensor<3>, Tensor<3>) {
-        let queries = if self.skip_first_layer_pe {
-            self.self_attn
-                .forward(queries.clone(), queries.clone(), queries)
-        } else {
-            let q = queries.clone() + query_pe.clone();
-            queries.clone() + self.self_attn.forward(q.clone(), q, queries)
-        };
-        let queries = self.norm1.forward(queries);
+        let queries = self.token_self_attention(queries, &query_pe);
 
         let q = queries.clone() + query_pe.clone();
         let k = keys.clone() + key_pe;
@@ -509,10 +502,7 @@ impl TwoWayAttentionBlock {
             + self
                 .cross_attn_token_to_image
                 .forward(q, k.clone(), keys.clone());
-        let queries = self.norm2.forward(queries);
-
-        let queries = queries.clone() + self.mlp.forward(queries);
-        let queries = self.norm3.forward(queries);
+        let queries = self.token_mlp(self.norm2.forward(queries));
 
         let q = queries.clone() + query_pe;
         let keys = keys
@@ -525,6 +515,26 @@ impl TwoWayAttentionBlock {
 }
 
 impl TwoWayAttentionBlock {
+    /// The token side's first step, shared by [`Self::forward`] and [`Self::forward_host`]:
+    /// `norm1` of the queries' self-attention (with the position encoding unless this is the
+    /// first layer, which replaces the queries by the attention output).
+    fn token_self_attention(&self, queries: Tensor<3>, query_pe: &Tensor<3>) -> Tensor<3> {
+        let queries = if self.skip_first_layer_pe {
+            self.self_attn
+                .forward(queries.clone(), queries.clone(), queries)
+        } else {
+            let q = queries.clone() + query_pe.clone();
+            queries.clone() + self.self_attn.forward(q.clone(), q, queries)
+        };
+        self.norm1.forward(queries)
+    }
+
+    /// `norm3(queries + mlp(queries))`, the token side's feed-forward step.
+    fn token_mlp(&self, queries: Tensor<3>) -> Tensor<3> {
+        self.norm3
+            .forward(queries.clone() + self.mlp.forward(queries))
+    }
+
     /// [`Self::forward`] with the image side (`keys` `[b, lk, C]`, `key_pe` `[1 or b, lk, C]`)
     /// as host buffers: the key position sum, both wide attention products, the residual
     /// and `norm4` on the host (through burn's ops each was a pass over a 4 MB map and a
@@ -538,14 +548,7 @@ impl TwoWayAttentionBlock {
         key_pe: &[f32],
     ) -> (Tensor<3>, Vec<f32>) {
         use crate::kernels::host::{add_assign, layer_norm_params, layer_norm_rows};
-        let queries = if self.skip_first_layer_pe {
-            self.self_attn
-                .forward(queries.clone(), queries.clone(), queries)
-        } else {
-            let q = queries.clone() + query_pe.clone();
-            queries.clone() + self.self_attn.forward(q.clone(), q, queries)
-        };
-        let queries = self.norm1.forward(queries);
+        let queries = self.token_self_attention(queries, &query_pe);
         let b = queries.dims()[0];
         let mut k = keys.clone();
         add_items(&mut k, key_pe, keys.len() / b);
@@ -554,9 +557,7 @@ impl TwoWayAttentionBlock {
             + self
                 .cross_attn_token_to_image
                 .few_queries_host(q, &k, &keys, lk);
-        let queries = self.norm2.forward(queries);
-        let queries = queries.clone() + self.mlp.forward(queries);
-        let queries = self.norm3.forward(queries);
+        let queries = self.token_mlp(self.norm2.forward(queries));
         let q = queries.clone() + query_pe;
         let out = self
             .cross_attn_image_to_token
