@@ -31,6 +31,11 @@ use super::simd::{dispatch, exp};
 const QB: usize = 32;
 /// Queries per task (and row stride of the G tables).
 const GT: usize = 32;
+/// At most this many memory frames in all when the row steps of objects that share their
+/// queries are merged (`row_step_speed`, one thread, 32 queries, two objects merged vs one
+/// after the other: 0.45 vs 0.72 ms at 1 frame each, 0.83 vs 0.91 at 2, 1.20 vs 1.28 at 3,
+/// no gain at 4, 3.2 vs 2.8 at 7: their scratch and tokens no longer stay in the caches).
+const MERGED_FRAMES: usize = 6;
 
 /// The rotated keys of the memory frames: `k = R(p) (u W + b)` over a `side x side` grid.
 #[derive(Clone, Copy, Debug)]
@@ -591,90 +596,127 @@ fn rope_cross_impl(
                 };
             }
         }
-        let rows = rows_per_step(frames);
-        let mut st = vec![0f32; (frames * rows * s).max(n_ptr) * QB];
-        let mut o = vec![0f32; kv * QB];
         // the G tables as tile operands (packed on the first object that uses them)
         let mut packed: Option<AmxTables> = None;
-        for ob in objects {
-            let ub = &u[ob * lk * kv..(ob + 1) * lk * kv];
-            let vb = &vals[ob * lk * kv..(ob + 1) * lk * kv];
+        // objects sharing the queries (and so these G tables) run their row steps together,
+        // up to MERGED_FRAMES memory frames in all, where no AMX packing serves them: every
+        // position's G sum and loads then serve all their memory frames (with one or two
+        // frames per object the scores are bound by those loads)
+        let objects: Vec<usize> = objects.collect();
+        let merge = bq == 1 && objects.iter().all(|&ob| vts[ob].is_none());
+        let per_group = if merge {
+            (MERGED_FRAMES / frames).max(1)
+        } else {
+            1
+        };
+        let groups: Vec<&[usize]> = objects.chunks(per_group).collect();
+        for grp in groups {
+            let nm = grp.len();
+            let mem: Vec<ObjectMemory<'_>> = grp
+                .iter()
+                .map(|&ob| ObjectMemory {
+                    u: &u[ob * lk * kv..(ob + 1) * lk * kv],
+                    vals: &vals[ob * lk * kv..(ob + 1) * lk * kv],
+                    vt: vts[ob].as_deref(),
+                })
+                .collect();
+            let rows = rows_per_step(nm * frames);
+            let mut st = vec![0f32; (nm * frames * rows * s).max(n_ptr) * QB];
+            let mut o = vec![0f32; nm * kv * QB];
             // lanes of QB queries inside the block
             for sb in 0..nt.div_ceil(QB) {
                 let qs = q0 + sb * QB;
                 let nq = QB.min(nt - sb * QB);
-                let mut state = Softmax {
-                    max: [f32::NEG_INFINITY; QB],
-                    sum: [0.0; QB],
-                };
+                let mut states: Vec<Softmax> = (0..nm)
+                    .map(|_| Softmax {
+                        max: [f32::NEG_INFINITY; QB],
+                        sum: [0.0; QB],
+                    })
+                    .collect();
                 o.fill(0.0);
-                if let (Some(vt), Some((uh, ul)), true) = (&vts[ob], &us[ob], nt == GT) {
+                let amx = match (grp, nt == GT) {
+                    (&[ob], true) => vts[ob].as_ref().zip(us[ob].as_ref()),
+                    _ => None,
+                };
+                if let Some((vt, (uh, ul))) = amx {
                     let tabs = packed.get_or_insert_with(|| AmxTables::new(&gx, &gy, s, kv));
                     // SAFETY: AMX is available (`vts` and `us` are only packed where it is),
                     // so is AVX-512; sizes are checked inside.
                     unsafe {
                         avx512::amx_frames(
-                            tabs, &gx, &gy, uh, ul, vt, s, kv, frames, &mut state, &mut o,
+                            tabs,
+                            &gx,
+                            &gy,
+                            uh,
+                            ul,
+                            vt,
+                            s,
+                            kv,
+                            frames,
+                            &mut states[0],
+                            &mut o,
                         )
                     };
                 } else {
                     for y0 in (0..s).step_by(rows) {
                         row_step(
                             portable,
-                            vts[ob].as_deref(),
                             &gx[sb * QB..],
                             &gy[y0 * (kv + 1) * GT + sb * QB..],
-                            ub,
-                            vb,
+                            &mem,
                             y0,
                             rows.min(s - y0),
                             s,
                             kv,
                             frames,
                             &mut st,
-                            &mut state,
+                            &mut states,
                             &mut o,
                         );
                     }
                 }
-                if n_ptr > 0 {
-                    let sp = &mut st[..n_ptr * QB];
-                    // SAFETY: kptr rows of object ob, q rows qs..qs + nq; sp is [n_ptr, QB].
-                    unsafe {
-                        gemm_f32(
-                            n_ptr,
-                            nq,
-                            hd,
-                            sp.as_mut_ptr(),
-                            QB,
-                            false,
-                            kptr[ob * n_ptr * hd..].as_ptr(),
-                            hd as isize,
-                            1,
-                            qp.add(sb * QB * hd),
-                            1,
-                            hd as isize,
-                            scale,
-                        )
-                    };
-                    if nq < QB {
-                        for row in sp.chunks_exact_mut(QB) {
-                            row[nq..].fill(0.0);
+                for (k, &ob) in grp.iter().enumerate() {
+                    let (state, o) = (&mut states[k], &mut o[k * kv * QB..(k + 1) * kv * QB]);
+                    if n_ptr > 0 {
+                        let sp = &mut st[..n_ptr * QB];
+                        // SAFETY: kptr rows of object ob, q rows qs..qs + nq; sp is [n_ptr, QB].
+                        unsafe {
+                            gemm_f32(
+                                n_ptr,
+                                nq,
+                                hd,
+                                sp.as_mut_ptr(),
+                                QB,
+                                false,
+                                kptr[ob * n_ptr * hd..].as_ptr(),
+                                hd as isize,
+                                1,
+                                qp.add(sb * QB * hd),
+                                1,
+                                hd as isize,
+                                scale,
+                            )
+                        };
+                        if nq < QB {
+                            for row in sp.chunks_exact_mut(QB) {
+                                row[nq..].fill(0.0);
+                            }
                         }
+                        let vb = mem[k].vals;
+                        ptr_step(sp, &vb[frames * l * kv..], n_ptr, kv, state, o);
                     }
-                    ptr_step(sp, &vb[frames * l * kv..], n_ptr, kv, &mut state, &mut o);
-                }
-                for i in 0..nq {
-                    let inv = 1.0 / state.sum[i];
-                    // SAFETY: row (ob, qs + i) is written by this task only.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out_ptr.get().add((ob * l + qs + i) * kv),
-                            kv,
-                        )
-                    };
-                    for (e, v) in dst.iter_mut().enumerate() {
-                        *v = o[e * QB + i] * inv;
+                    for i in 0..nq {
+                        let inv = 1.0 / state.sum[i];
+                        // SAFETY: row (ob, qs + i) is written by this task only.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out_ptr.get().add((ob * l + qs + i) * kv),
+                                kv,
+                            )
+                        };
+                        for (e, v) in dst.iter_mut().enumerate() {
+                            *v = o[e * QB + i] * inv;
+                        }
                     }
                 }
             }
@@ -832,22 +874,23 @@ fn softmax_fold(st: &mut [f32], n: usize, state: &mut Softmax, o: &mut [f32]) {
 /// The two inner products of a row step: portable, or AVX-512 (`avx512::Avx512`).
 trait Products {
     /// Scores of `NP` grid positions of one column (rows `p` apart by `gy_p` in `gy`, `u_p`
-    /// in `u`, `st_p` in `st`) against `MC` memory frames: for position `p`, frame `t`,
-    /// `st[t * st_stride + p * st_p..][..QB] = sum_d g[d] u[t * u_stride + p * u_p + d] + g[kv]`
+    /// in the memory tokens, `st_p` in `st`) against `MC` memory frames: for position `p`,
+    /// frame `t`, `st[t * st_stride + p * st_p..][..QB] = sum_d g[d] u[t][p * u_p + d] + g[kv]`
     /// with `g = gx + gy[p * gy_p..]`; `gx` / `gy` hold the positions' `kv + 1` G rows (`GT`
-    /// apart). Several positions share the `Gx` loads and keep enough
+    /// apart). `u[t]` points at frame `t`'s token of the first position: the frames may
+    /// belong to different objects (whose queries, and so G tables, are the same). Several positions share the `Gx` loads and keep enough
     /// independent multiply-add chains in flight when there are few frames (one position and
     /// one frame: 2 chains, a quarter of the rate).
     ///
     /// # Safety
-    /// The CPU supports the implementation's features.
+    /// The CPU supports the implementation's features; every `u[t]` has `(NP - 1) u_p + kv`
+    /// readable floats.
     #[allow(clippy::too_many_arguments)]
     unsafe fn scores<const MC: usize, const NP: usize>(
         gx: &[f32],
         gy: &[f32],
         gy_p: usize,
-        u: &[f32],
-        u_stride: usize,
+        u: [*const f32; MC],
         u_p: usize,
         kv: usize,
         st: &mut [f32],
@@ -905,8 +948,7 @@ impl Products for Portable {
         gx: &[f32],
         gy: &[f32],
         gy_p: usize,
-        u: &[f32],
-        u_stride: usize,
+        u: [*const f32; MC],
         u_p: usize,
         kv: usize,
         st: &mut [f32],
@@ -914,9 +956,12 @@ impl Products for Portable {
         st_p: usize,
     ) {
         for p in 0..NP {
-            let (gy, u) = (&gy[p * gy_p..], &u[p * u_p..]);
+            let gy = &gy[p * gy_p..];
             let st = &mut st[p * st_p..];
-            let us: [&[f32]; MC] = std::array::from_fn(|t| &u[t * u_stride..t * u_stride + kv]);
+            // SAFETY: the caller's contract: every frame's `kv` floats at this position exist.
+            let us: [&[f32]; MC] = std::array::from_fn(|t| unsafe {
+                std::slice::from_raw_parts(u[t].add(p * u_p), kv)
+            });
             let mut acc = [[0f32; QB]; MC];
             for d in 0..kv {
                 let gxd: &[f32; QB] = gx[d * GT..d * GT + QB].try_into().expect("QB lanes");
@@ -1009,16 +1054,40 @@ unsafe fn av<P: Products>(
 /// How many grid rows a step covers for `frames` memory frames: the scores kernel then works
 /// on that many positions at once, sharing each `Gx` load (a position's `Gx` rows come from
 /// L2: with one frame, one position per call spent most of its time loading them) and
-/// keeping at least 8 multiply-add chains in flight.
+/// keeping at least 8 multiply-add chains in flight. Counted per chunk of frames
+/// ([`chunk_frames`]).
 fn rows_per_step(frames: usize) -> usize {
-    match frames {
+    match chunk_frames(frames) {
         1 | 2 => 4,
         3..=6 => 2,
         _ => 1,
     }
 }
 
-/// Scores, softmax and values of grid rows `y0..y0 + ny` of every memory frame.
+/// The frames one scores call covers (at most 8: 8 frames x 2 registers of accumulators):
+/// `frames` split into equal chunks (10 as 5 + 5, not 8 + 2: a chunk of 1 or 2 frames is
+/// bound by its G-table loads).
+fn chunk_frames(frames: usize) -> usize {
+    frames.div_ceil(frames.div_ceil(8).max(1))
+}
+
+/// One object's memories in a row step: the key inputs `u` and value inputs `vals` of its
+/// memory frames (`frames x side^2` tokens of `kv`, more may follow), and the values packed
+/// for the AMX value products (`amx::pack_values_t`) where they apply.
+#[derive(Clone, Copy)]
+struct ObjectMemory<'a> {
+    u: &'a [f32],
+    vals: &'a [f32],
+    vt: Option<&'a [u16]>,
+}
+
+/// Scores, softmax and values of grid rows `y0..y0 + ny` of every memory frame of every
+/// object in `mem`, all objects with the same queries (and G tables): the scores of all their
+/// frames run as one set of frames, sharing each position's G sum and loads (with one or two
+/// frames per object the scores are bound by those loads); object `k` has its own softmax
+/// state `states[k]` and output accumulator `o[k * kv * QB..][..kv * QB]`.
+///
+/// `st`: `[mem.len() * frames][ny * s][QB]` scratch.
 ///
 /// # Safety
 /// As [`Products::scores`].
@@ -1027,34 +1096,40 @@ fn rows_per_step(frames: usize) -> usize {
 unsafe fn row_step_with<P: Products>(
     gx: &[f32],
     gy: &[f32],
-    u: &[f32],
-    vals: &[f32],
+    mem: &[ObjectMemory<'_>],
     y0: usize,
     ny: usize,
     s: usize,
     kv: usize,
     frames: usize,
     st: &mut [f32],
-    state: &mut Softmax,
+    states: &mut [Softmax],
     o: &mut [f32],
-    vt: Option<&[u16]>,
 ) {
     let l = s * s;
     let stride_u = l * kv;
     let stride_st = ny * s * QB;
     let pg = (kv + 1) * GT;
+    let nv = mem.len() * frames;
     assert!(
         ny >= 1
+            && frames >= 1
             && y0 + ny <= s
             && gx.len() >= (s * (kv + 1) - 1) * GT + QB
             && gy.len() >= (ny - 1) * pg + kv * GT + QB
-            && u.len() >= frames * stride_u
-            && vals.len() >= frames * stride_u
-            && st.len() >= frames * stride_st
+            && mem
+                .iter()
+                .all(|m| m.u.len() >= frames * stride_u && m.vals.len() >= frames * stride_u)
+            && st.len() >= nv * stride_st
+            && states.len() == mem.len()
+            && o.len() == mem.len() * kv * QB
     );
-    // frames in chunks of at most 8 (8 frames x 2 registers of accumulators): the G sum of a
-    // position is formed once per chunk; with fewer frames, `np` rows per kernel call
-    let group = rows_per_step(frames);
+    // frame `v` of the set: frame `v % frames` of object `v / frames`
+    let frame_u = |v: usize| &mem[v / frames].u[(v % frames) * stride_u..frames * stride_u];
+    // frames in equal chunks of at most 8 (8 frames x 2 registers of accumulators): the G sum
+    // of a position is formed once per chunk; with fewer frames, `np` rows per kernel call
+    let chunk = chunk_frames(nv);
+    let group = rows_per_step(nv);
     let np = if ny == group { group } else { 1 };
     // strides between the rows of a multi-row kernel call in u and st
     let (us, ss) = (s * kv, s * QB);
@@ -1062,28 +1137,44 @@ unsafe fn row_step_with<P: Products>(
         // the first frame's value tokens of these rows (needed after the scores), and the
         // key tokens two positions ahead
         for p in 0..ny {
-            P::prefetch_token(vals, ((y0 + p) * s + x) * kv, kv);
+            for m in mem {
+                P::prefetch_token(m.vals, ((y0 + p) * s + x) * kv, kv);
+            }
             if x + 2 < s {
-                for t in 0..frames {
-                    P::prefetch_token(u, (t * l + (y0 + p) * s + x + 2) * kv, kv);
+                for v in 0..nv {
+                    P::prefetch_token(frame_u(v), ((y0 + p) * s + x + 2) * kv, kv);
                 }
             }
         }
         let gxx = &gx[x * pg..];
         for p0 in (0..ny).step_by(np) {
             let gyp = &gy[p0 * pg..];
+            // the tokens of these positions in every frame (rows p0.. + np, column x: inside
+            // `frame_u(v)`, whose size is asserted above)
+            let at = ((y0 + p0) * s + x) * kv;
             let mut t0 = 0;
-            while t0 < frames {
-                let mc = (frames - t0).min(8);
-                let ur = &u[t0 * stride_u + ((y0 + p0) * s + x) * kv..];
+            while t0 < nv {
+                let mc = (nv - t0).min(chunk);
+                let ur: [*const f32; 8] =
+                    std::array::from_fn(|i| frame_u((t0 + i).min(nv - 1))[at..].as_ptr());
                 let sr = &mut st[t0 * stride_st + (p0 * s + x) * QB..];
                 macro_rules! scores {
                     ($mc:literal, $np:literal) => {
-                        P::scores::<$mc, $np>(gxx, gyp, pg, ur, stride_u, us, kv, sr, stride_st, ss)
+                        P::scores::<$mc, $np>(
+                            gxx,
+                            gyp,
+                            pg,
+                            std::array::from_fn(|i| ur[i]),
+                            us,
+                            kv,
+                            sr,
+                            stride_st,
+                            ss,
+                        )
                     };
                 }
                 // SAFETY: the caller's contract; frames t0..t0 + mc at rows y0 + p0.. + np,
-                // column x are inside u / st (sizes asserted above).
+                // column x are inside their objects' u and st (sizes asserted above).
                 unsafe {
                     match (mc, np) {
                         (1, 4) => scores!(1, 4),
@@ -1106,49 +1197,58 @@ unsafe fn row_step_with<P: Products>(
             }
         }
     }
-    // SAFETY: the caller's contract.
-    unsafe { P::fold(st, frames * ny * s, state, o) };
-    // the next frame's value tokens (or the next rows' first key tokens), spread over the
-    // value products: ny * s * kv / 16 lines per frame
     let n = ny * s;
-    if let Some(vt) = vt {
-        // the value products on AMX tiles (`amx::rope_values`; the caller packed `vt` only
-        // where the sizes are multiples of the tiles and the CPU has AMX)
-        // SAFETY: as above; sizes checked inside.
-        unsafe { super::amx::rope_values(st, stride_st, n, frames, l, y0 * s, vt, kv, o) };
-        return;
-    }
+    // the lines of the value tokens of rows y0.. + ny of a frame: ny * s * kv / 16
     let lines = (n * kv).div_ceil(16);
     let chunks = (kv / 8).max(1);
-    for t in 0..frames {
-        let v0 = (t * l + y0 * s) * kv;
-        let ahead = |i: usize| {
-            if t + 1 < frames {
-                let n0 = ((t + 1) * l + y0 * s) * kv;
-                for line in (i * lines / chunks)..((i + 1) * lines / chunks) {
-                    P::prefetch(vals, n0 + line * 16);
-                }
-            } else if y0 + ny < s && i == 0 {
-                for tt in 0..frames {
-                    for y in y0 + ny..(y0 + 2 * ny).min(s) {
-                        for x in 0..2 {
-                            P::prefetch_token(u, (tt * l + y * s + x) * kv, kv);
+    for (ob, m) in mem.iter().enumerate() {
+        let st = &mut st[ob * frames * stride_st..(ob + 1) * frames * stride_st];
+        let o = &mut o[ob * kv * QB..(ob + 1) * kv * QB];
+        // SAFETY: the caller's contract.
+        unsafe { P::fold(st, frames * n, &mut states[ob], o) };
+        if let Some(vt) = m.vt {
+            // the value products on AMX tiles (`amx::rope_values`; the caller packed `vt`
+            // only where the sizes are multiples of the tiles and the CPU has AMX)
+            // SAFETY: as above; sizes checked inside.
+            unsafe { super::amx::rope_values(st, stride_st, n, frames, l, y0 * s, vt, kv, o) };
+            continue;
+        }
+        for t in 0..frames {
+            let v0 = (t * l + y0 * s) * kv;
+            // the next frame's value tokens (the next object's first, or the next rows'
+            // first key tokens), spread over the value products
+            let ahead = |i: usize| {
+                let next = if t + 1 < frames {
+                    Some((m.vals, ((t + 1) * l + y0 * s) * kv))
+                } else {
+                    mem.get(ob + 1).map(|nm| (nm.vals, y0 * s * kv))
+                };
+                if let Some((nv_, n0)) = next {
+                    for line in (i * lines / chunks)..((i + 1) * lines / chunks) {
+                        P::prefetch(nv_, n0 + line * 16);
+                    }
+                } else if y0 + ny < s && i == 0 {
+                    for v in 0..nv {
+                        for y in y0 + ny..(y0 + 2 * ny).min(s) {
+                            for x in 0..2 {
+                                P::prefetch_token(frame_u(v), (y * s + x) * kv, kv);
+                            }
                         }
                     }
                 }
-            }
-        };
-        // SAFETY: the caller's contract.
-        unsafe {
-            av::<P>(
-                &st[t * stride_st..t * stride_st + n * QB],
-                &vals[v0..v0 + n * kv],
-                n,
-                kv,
-                o,
-                ahead,
-            )
-        };
+            };
+            // SAFETY: the caller's contract.
+            unsafe {
+                av::<P>(
+                    &st[t * stride_st..t * stride_st + n * QB],
+                    &m.vals[v0..v0 + n * kv],
+                    n,
+                    kv,
+                    o,
+                    ahead,
+                )
+            };
+        }
     }
 }
 
@@ -1158,19 +1258,18 @@ unsafe fn row_step_with<P: Products>(
 fn row_step_body(
     gx: &[f32],
     gy: &[f32],
-    u: &[f32],
-    vals: &[f32],
+    mem: &[ObjectMemory<'_>],
     y0: usize,
     ny: usize,
     s: usize,
     kv: usize,
     frames: usize,
     st: &mut [f32],
-    state: &mut Softmax,
+    states: &mut [Softmax],
     o: &mut [f32],
 ) {
     // SAFETY: the portable products need no CPU feature.
-    unsafe { row_step_with::<Portable>(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o, None) }
+    unsafe { row_step_with::<Portable>(gx, gy, mem, y0, ny, s, kv, frames, st, states, o) }
 }
 
 #[inline(always)]
@@ -1187,7 +1286,7 @@ fn ptr_step_body(
     unsafe { av::<Portable>(sp, vals, n, kv, o, |_| {}) };
 }
 
-dispatch!(row_step_portable, row_step_body, (gx: &[f32], gy: &[f32], u: &[f32], vals: &[f32], y0: usize, ny: usize, s: usize, kv: usize, frames: usize, st: &mut [f32], state: &mut Softmax, o: &mut [f32]));
+dispatch!(row_step_portable, row_step_body, (gx: &[f32], gy: &[f32], mem: &[ObjectMemory<'_>], y0: usize, ny: usize, s: usize, kv: usize, frames: usize, st: &mut [f32], states: &mut [Softmax], o: &mut [f32]));
 dispatch!(ptr_step, ptr_step_body, (sp: &mut [f32], vals: &[f32], n: usize, kv: usize, state: &mut Softmax, o: &mut [f32]));
 
 /// Whether the AVX-512 microkernels run on this CPU (the portable bodies are ~10x slower:
@@ -1206,32 +1305,29 @@ pub fn fast_kernels() -> bool {
     }
 }
 
+/// [`row_step_with`] with the AVX-512 products where the CPU has them (unless `portable`).
 #[allow(clippy::too_many_arguments)]
 fn row_step(
     portable: bool,
-    vt: Option<&[u16]>,
     gx: &[f32],
     gy: &[f32],
-    u: &[f32],
-    vals: &[f32],
+    mem: &[ObjectMemory<'_>],
     y0: usize,
     ny: usize,
     s: usize,
     kv: usize,
     frames: usize,
     st: &mut [f32],
-    state: &mut Softmax,
+    states: &mut [Softmax],
     o: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if !portable && fast_kernels() {
         // SAFETY: the CPU has the features (checked above); slice bounds are asserted inside.
-        return unsafe {
-            avx512::row_step(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o, vt)
-        };
+        return unsafe { avx512::row_step(gx, gy, mem, y0, ny, s, kv, frames, st, states, o) };
     }
     let _ = portable;
-    row_step_portable(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o)
+    row_step_portable(gx, gy, mem, y0, ny, s, kv, frames, st, states, o)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1241,7 +1337,7 @@ mod avx512 {
     //! memory / value channel per multiply-add.
     use std::arch::x86_64::*;
 
-    use super::{AmxTables, GT, Products, QB, Softmax, row_step_with};
+    use super::{AmxTables, GT, ObjectMemory, Products, QB, Softmax, row_step_with};
 
     pub(super) struct Avx512;
 
@@ -1291,8 +1387,7 @@ mod avx512 {
             gx: &[f32],
             gy: &[f32],
             gy_p: usize,
-            u: &[f32],
-            u_stride: usize,
+            u: [*const f32; MC],
             u_p: usize,
             kv: usize,
             st: &mut [f32],
@@ -1300,9 +1395,8 @@ mod avx512 {
             st_p: usize,
         ) {
             debug_assert!(gx.len() >= kv * GT + QB && gy.len() >= (NP - 1) * gy_p + kv * GT + QB);
-            debug_assert!(u.len() >= (MC - 1) * u_stride + (NP - 1) * u_p + kv);
             debug_assert!(st.len() >= (MC - 1) * st_stride + (NP - 1) * st_p + QB);
-            let (gx, gy, u, st) = (gx.as_ptr(), gy.as_ptr(), u.as_ptr(), st.as_mut_ptr());
+            let (gx, gy, st) = (gx.as_ptr(), gy.as_ptr(), st.as_mut_ptr());
             // SAFETY (whole body): the CPU has AVX-512 (caller); every offset is inside the
             // slices (`row_step_with` asserts their sizes).
             unsafe {
@@ -1316,7 +1410,7 @@ mod avx512 {
                         let g0 = _mm512_add_ps(x0, _mm512_loadu_ps(gp));
                         let g1 = _mm512_add_ps(x1, _mm512_loadu_ps(gp.add(16)));
                         for t in 0..MC {
-                            let w = _mm512_set1_ps(*u.add(t * u_stride + p * u_p + d));
+                            let w = _mm512_set1_ps(*u[t].add(p * u_p + d));
                             a0[p][t] = _mm512_fmadd_ps(g0, w, a0[p][t]);
                             a1[p][t] = _mm512_fmadd_ps(g1, w, a1[p][t]);
                         }
@@ -1438,20 +1532,18 @@ mod avx512 {
     pub(super) unsafe fn row_step(
         gx: &[f32],
         gy: &[f32],
-        u: &[f32],
-        vals: &[f32],
+        mem: &[ObjectMemory<'_>],
         y0: usize,
         ny: usize,
         s: usize,
         kv: usize,
         frames: usize,
         st: &mut [f32],
-        state: &mut Softmax,
+        states: &mut [Softmax],
         o: &mut [f32],
-        vt: Option<&[u16]>,
     ) {
         // SAFETY: this function's own target features are the products' requirement.
-        unsafe { row_step_with::<Avx512>(gx, gy, u, vals, y0, ny, s, kv, frames, st, state, o, vt) }
+        unsafe { row_step_with::<Avx512>(gx, gy, mem, y0, ny, s, kv, frames, st, states, o) }
     }
 
     /// Every memory frame of one block of 32 queries with the scores on AMX tiles: per band
@@ -1700,6 +1792,12 @@ mod tests {
     fn folded_keys_match_rotated_projection() {
         check(8, 32, 16, 3, 4, 2, 2); // per-object queries, pointer tokens
         check(8, 32, 16, 2, 0, 3, 1); // queries shared by three objects, no pointers
+        // shared queries, merged row steps (MERGED_FRAMES frames per group): four objects of
+        // one frame in one group, partial query blocks and pointers; four of two frames as
+        // groups of three and one; seven of one frame as six and one
+        check(6, 16, 11, 1, 2, 4, 1);
+        check(7, 16, 8, 2, 3, 4, 1);
+        check(8, 32, 16, 1, 1, 7, 1);
         check(6, 16, 11, 10, 3, 1, 1); // partial query block, > 8 frames, odd kv
         check(4, 8, 8, 1, 0, 1, 1); // a single memory frame
         // steps of several grid rows (4 for 1-3 frames, 2 for 4-6) with a shorter last step
@@ -1859,7 +1957,8 @@ mod tests {
     }
 
     /// Single-thread timing of the row steps of one 32-query block (G tables given), 64 x 64
-    /// grid, 64-wide memories:
+    /// grid, 64-wide memories, for one object and for two objects sharing the queries (one
+    /// merged row step):
     /// `cargo test --release -p fastsam2-models row_step_speed -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -1869,48 +1968,63 @@ mod tests {
         }
         let (s, kv) = (64usize, 64usize);
         let l = s * s;
-        for frames in [1usize, 2, 3, 4, 7] {
-            let gx = rand(s * (kv + 1) * GT, 1);
-            let gy = rand(s * (kv + 1) * GT, 2);
-            let u = rand(frames * l * kv, 3);
-            let vals = rand(frames * l * kv, 4);
-            let rows = rows_per_step(frames);
-            let mut st = vec![0f32; frames * rows * s * QB];
-            let mut o = vec![0f32; kv * QB];
-            let mut state = Softmax {
-                max: [f32::NEG_INFINITY; QB],
-                sum: [0.0; QB],
-            };
-            let mut best = f64::INFINITY;
-            for _ in 0..6 {
-                let t = std::time::Instant::now();
-                for y0 in (0..s).step_by(rows) {
-                    row_step(
-                        false,
-                        None,
-                        &gx,
-                        &gy[y0 * (kv + 1) * GT..],
-                        &u,
-                        &vals,
-                        y0,
-                        rows,
-                        s,
-                        kv,
-                        frames,
-                        &mut st,
-                        &mut state,
-                        &mut o,
-                    );
+        for objects in [1usize, 2] {
+            for frames in [1usize, 2, 3, 4, 7] {
+                let gx = rand(s * (kv + 1) * GT, 1);
+                let gy = rand(s * (kv + 1) * GT, 2);
+                let us: Vec<Vec<f32>> = (0..objects)
+                    .map(|k| rand(frames * l * kv, 3 + 2 * k as u64))
+                    .collect();
+                let vs: Vec<Vec<f32>> = (0..objects)
+                    .map(|k| rand(frames * l * kv, 4 + 2 * k as u64))
+                    .collect();
+                let mem: Vec<ObjectMemory<'_>> = us
+                    .iter()
+                    .zip(&vs)
+                    .map(|(u, v)| ObjectMemory {
+                        u,
+                        vals: v,
+                        vt: None,
+                    })
+                    .collect();
+                let rows = rows_per_step(objects * frames);
+                let mut st = vec![0f32; objects * frames * rows * s * QB];
+                let mut o = vec![0f32; objects * kv * QB];
+                let mut states: Vec<Softmax> = (0..objects)
+                    .map(|_| Softmax {
+                        max: [f32::NEG_INFINITY; QB],
+                        sum: [0.0; QB],
+                    })
+                    .collect();
+                let mut best = f64::INFINITY;
+                for _ in 0..6 {
+                    let t = std::time::Instant::now();
+                    for y0 in (0..s).step_by(rows) {
+                        row_step(
+                            false,
+                            &gx,
+                            &gy[y0 * (kv + 1) * GT..],
+                            &mem,
+                            y0,
+                            rows.min(s - y0),
+                            s,
+                            kv,
+                            frames,
+                            &mut st,
+                            &mut states,
+                            &mut o,
+                        );
+                    }
+                    best = best.min(t.elapsed().as_secs_f64());
                 }
-                best = best.min(t.elapsed().as_secs_f64());
+                let flop = (2 * 2 * QB * objects * frames * l * kv) as f64;
+                println!(
+                    "objects {objects}, frames {frames}: {:.3} ms per 32-query block, {:.1} GFLOP/s (1 thread)",
+                    best * 1e3,
+                    flop / best / 1e9
+                );
+                std::hint::black_box(&o);
             }
-            let flop = (2 * 2 * QB * frames * l * kv) as f64;
-            println!(
-                "frames {frames}: {:.3} ms per 32-query block, {:.1} GFLOP/s (1 thread)",
-                best * 1e3,
-                flop / best / 1e9
-            );
-            std::hint::black_box(&o);
         }
     }
 }
