@@ -6,7 +6,7 @@ FULL=${1:-/tmp/full}; OUT=${2:-/tmp/bench}; VENV=${REF_VENV:-/tmp/refharness/ven
 mkdir -p "$OUT"; cd "$(dirname "$0")/../.."
 cargo build --release -p fastsam2-cli
 ./target/release/fastsam2 --threads 2 bench video --checkpoint "$FULL/sam2.1_hiera_t/weights.safetensors" \
-   --objects 1,2 --reps 4 --json "$OUT/ours_video.json" > /dev/null
+   --objects 1,2 --reps 6 --json "$OUT/ours_video.json" > /dev/null
 source "$VENV/bin/activate"
 SHARED=$PWD/../shared/reference
 (cd "$OUT" && REFHARNESS_OUT="$OUT" python "$SHARED/bench.py" sam2)
