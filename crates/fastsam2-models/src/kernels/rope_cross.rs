@@ -609,8 +609,7 @@ fn rope_cross_impl(
         } else {
             1
         };
-        let groups: Vec<&[usize]> = objects.chunks(per_group).collect();
-        for grp in groups {
+        for grp in objects.chunks(per_group) {
             let nm = grp.len();
             let mem: Vec<ObjectMemory<'_>> = grp
                 .iter()
@@ -623,16 +622,12 @@ fn rope_cross_impl(
             let rows = rows_per_step(nm * frames);
             let mut st = vec![0f32; (nm * frames * rows * s).max(n_ptr) * QB];
             let mut o = vec![0f32; nm * kv * QB];
+            let mut states: Vec<Softmax> = (0..nm).map(|_| Softmax::empty()).collect();
             // lanes of QB queries inside the block
             for sb in 0..nt.div_ceil(QB) {
                 let qs = q0 + sb * QB;
                 let nq = QB.min(nt - sb * QB);
-                let mut states: Vec<Softmax> = (0..nm)
-                    .map(|_| Softmax {
-                        max: [f32::NEG_INFINITY; QB],
-                        sum: [0.0; QB],
-                    })
-                    .collect();
+                states.fill_with(Softmax::empty);
                 o.fill(0.0);
                 let amx = match (grp, nt == GT) {
                     (&[ob], true) => vts[ob].as_ref().zip(us[ob].as_ref()),
@@ -658,22 +653,18 @@ fn rope_cross_impl(
                         )
                     };
                 } else {
-                    for y0 in (0..s).step_by(rows) {
-                        row_step(
-                            portable,
-                            &gx[sb * QB..],
-                            &gy[y0 * (kv + 1) * GT + sb * QB..],
-                            &mem,
-                            y0,
-                            rows.min(s - y0),
-                            s,
-                            kv,
-                            frames,
-                            &mut st,
-                            &mut states,
-                            &mut o,
-                        );
-                    }
+                    row_steps(
+                        portable,
+                        &gx[sb * QB..],
+                        &gy[sb * QB..],
+                        &mem,
+                        s,
+                        kv,
+                        frames,
+                        &mut st,
+                        &mut states,
+                        &mut o,
+                    );
                 }
                 for (k, &ob) in grp.iter().enumerate() {
                     let (state, o) = (&mut states[k], &mut o[k * kv * QB..(k + 1) * kv * QB]);
@@ -702,8 +693,7 @@ fn rope_cross_impl(
                                 row[nq..].fill(0.0);
                             }
                         }
-                        let vb = mem[k].vals;
-                        ptr_step(sp, &vb[frames * l * kv..], n_ptr, kv, state, o);
+                        ptr_step(sp, &mem[k].vals[frames * l * kv..], n_ptr, kv, state, o);
                     }
                     for i in 0..nq {
                         let inv = 1.0 / state.sum[i];
@@ -834,6 +824,16 @@ struct Softmax {
     sum: [f32; QB],
 }
 
+impl Softmax {
+    /// The state before any key.
+    fn empty() -> Self {
+        Self {
+            max: [f32::NEG_INFINITY; QB],
+            sum: [0.0; QB],
+        }
+    }
+}
+
 /// Fold `n` score rows (`[n][QB]`) into the softmax state: they become unnormalised
 /// probabilities, and the output accumulator `o` (`[kv][QB]`) is rescaled.
 #[inline(always)]
@@ -878,9 +878,10 @@ trait Products {
     /// frame `t`, `st[t * st_stride + p * st_p..][..QB] = sum_d g[d] u[t][p * u_p + d] + g[kv]`
     /// with `g = gx + gy[p * gy_p..]`; `gx` / `gy` hold the positions' `kv + 1` G rows (`GT`
     /// apart). `u[t]` points at frame `t`'s token of the first position: the frames may
-    /// belong to different objects (whose queries, and so G tables, are the same). Several positions share the `Gx` loads and keep enough
-    /// independent multiply-add chains in flight when there are few frames (one position and
-    /// one frame: 2 chains, a quarter of the rate).
+    /// belong to different objects (whose queries, and so G tables, are the same). Several
+    /// positions share the `Gx` loads and keep enough independent multiply-add chains in
+    /// flight when there are few frames (one position and one frame: 2 chains, a quarter of
+    /// the rate).
     ///
     /// # Safety
     /// The CPU supports the implementation's features; every `u[t]` has `(NP - 1) u_p + kv`
@@ -1223,9 +1224,9 @@ unsafe fn row_step_with<P: Products>(
                 } else {
                     mem.get(ob + 1).map(|nm| (nm.vals, y0 * s * kv))
                 };
-                if let Some((nv_, n0)) = next {
+                if let Some((next_vals, n0)) = next {
                     for line in (i * lines / chunks)..((i + 1) * lines / chunks) {
-                        P::prefetch(nv_, n0 + line * 16);
+                        P::prefetch(next_vals, n0 + line * 16);
                     }
                 } else if y0 + ny < s && i == 0 {
                     for v in 0..nv {
@@ -1328,6 +1329,41 @@ fn row_step(
     }
     let _ = portable;
     row_step_portable(gx, gy, mem, y0, ny, s, kv, frames, st, states, o)
+}
+
+/// [`row_step`] over every grid row of one lane set of `QB` queries (`gx` / `gy` start at
+/// its lanes), `rows_per_step(mem.len() * frames)` rows a step: the softmax states and
+/// output accumulators take in every memory frame of every object in `mem`.
+#[allow(clippy::too_many_arguments)]
+fn row_steps(
+    portable: bool,
+    gx: &[f32],
+    gy: &[f32],
+    mem: &[ObjectMemory<'_>],
+    s: usize,
+    kv: usize,
+    frames: usize,
+    st: &mut [f32],
+    states: &mut [Softmax],
+    o: &mut [f32],
+) {
+    let rows = rows_per_step(mem.len() * frames);
+    for y0 in (0..s).step_by(rows) {
+        row_step(
+            portable,
+            gx,
+            &gy[y0 * (kv + 1) * GT..],
+            mem,
+            y0,
+            rows.min(s - y0),
+            s,
+            kv,
+            frames,
+            st,
+            states,
+            o,
+        );
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -1990,31 +2026,22 @@ mod tests {
                 let rows = rows_per_step(objects * frames);
                 let mut st = vec![0f32; objects * frames * rows * s * QB];
                 let mut o = vec![0f32; objects * kv * QB];
-                let mut states: Vec<Softmax> = (0..objects)
-                    .map(|_| Softmax {
-                        max: [f32::NEG_INFINITY; QB],
-                        sum: [0.0; QB],
-                    })
-                    .collect();
+                let mut states: Vec<Softmax> = (0..objects).map(|_| Softmax::empty()).collect();
                 let mut best = f64::INFINITY;
                 for _ in 0..6 {
                     let t = std::time::Instant::now();
-                    for y0 in (0..s).step_by(rows) {
-                        row_step(
-                            false,
-                            &gx,
-                            &gy[y0 * (kv + 1) * GT..],
-                            &mem,
-                            y0,
-                            rows.min(s - y0),
-                            s,
-                            kv,
-                            frames,
-                            &mut st,
-                            &mut states,
-                            &mut o,
-                        );
-                    }
+                    row_steps(
+                        false,
+                        &gx,
+                        &gy,
+                        &mem,
+                        s,
+                        kv,
+                        frames,
+                        &mut st,
+                        &mut states,
+                        &mut o,
+                    );
                     best = best.min(t.elapsed().as_secs_f64());
                 }
                 let flop = (2 * 2 * QB * objects * frames * l * kv) as f64;
