@@ -18,12 +18,6 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "shared", "reference"))
 import make_sam2_refs as m  # noqa: E402
 
 
-def count(fn):
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    return fc.get_total_flops(), fc.get_flop_counts()
-
-
 def main():
     torch.set_num_threads(2)
     frames = m.make_video()
@@ -34,8 +28,9 @@ def main():
     x = m.frames_to_tensor(frames[:1])
     res = {}
     with torch.inference_mode():
-        enc, _ = count(lambda: pred.forward_image(x))
-        res["image_encoder_gflop"] = enc / 1e9
+        with FlopCounterMode(display=False) as fc:
+            pred.forward_image(x)
+        res["image_encoder_gflop"] = fc.get_total_flops() / 1e9
         for n_obj in (1, 2):
             st = pred.init_state("unused")
             for oid in range(1, n_obj + 1):

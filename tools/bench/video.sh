@@ -10,7 +10,7 @@ cargo build --release -p fastsam2-cli
 source "$VENV/bin/activate"
 SHARED=$PWD/../shared/reference
 (cd "$OUT" && REFHARNESS_OUT="$OUT" python "$SHARED/bench.py" sam2)
-python "$PWD/tools/bench/flops_video.py" "$OUT/flops_video.json" > /dev/null
+python tools/bench/flops_video.py "$OUT/flops_video.json" > /dev/null
 cargo build --release -p fastsam2-models --example fma_peak
 ./target/release/examples/fma_peak > "$OUT/fma_peak.txt"
 python tools/bench/video_summary.py "$OUT" | tee "$OUT/summary.txt"

@@ -925,8 +925,9 @@ trait Products {
     /// Hint that the cache line holding `v[at]` is needed soon: the memory tokens stream
     /// from L3 (16 KB per frame and grid row) and the products stalled on them (the value
     /// products ran at half rate: 1.0 vs 0.52 ms per 32-query block and 7 frames). The row
-    /// step fetches the next frame's values during the current frame's, the first frame's
-    /// during the scores, the keys two positions ahead.
+    /// step fetches the next frame's values during the current frame's value products, and
+    /// the next rows' first key tokens after the last; the scores' column sweep relies on the
+    /// hardware prefetchers (see `row_step_with`).
     #[inline(always)]
     fn prefetch(_v: &[f32], _at: usize) {}
 
