@@ -130,19 +130,28 @@ pub fn apply_rope(x: Tensor<4>, t: &RopeTables) -> Tensor<4> {
 /// buffers, `[B, M, kv]` each: made once per frame and object batch and read by every
 /// layer's folded cross-attention (instead of four additions and eight copies of ~2 M floats),
 /// with the tile packings of those memories that the first layer makes and the others reuse.
+///
+/// The folded cross-attention's value products take bf16 probabilities where the values are
+/// bf16 (SAM 2's stored memories) and the CPU has AVX-512 BF16 without AMX
+/// (`rope_cross_attention_cached`: each weight within 2^-9 relative, sums in f32, as flash
+/// attention's bf16 `P V`); `FASTSAM2_F32_PROBS=1` keeps them f32, for comparisons.
 #[derive(Debug)]
 pub struct HostKv {
     pub k: Vec<f32>,
     pub v: Vec<f32>,
+    bf16_probs: bool,
     packed: std::sync::OnceLock<crate::kernels::rope_cross::PackedMemory>,
 }
 
 impl HostKv {
     /// Key inputs `k` and value inputs `v`, both `[B, M, kv]` row-major.
     pub fn new(k: Vec<f32>, v: Vec<f32>) -> Self {
+        static F32_PROBS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let f32_probs = *F32_PROBS.get_or_init(|| std::env::var_os("FASTSAM2_F32_PROBS").is_some());
         Self {
             k,
             v,
+            bf16_probs: !f32_probs,
             packed: std::sync::OnceLock::new(),
         }
     }
@@ -364,7 +373,18 @@ impl RoPEAttention {
         let n = b * lk * kv;
         Some(match host {
             Some(h) if h.k.len() == n && h.v.len() == n => rope_cross_attention_cached(
-                &keys, qh, bq, &h.k, &h.v, &kptr, b, frames, n_ptr, scale, &h.packed,
+                &keys,
+                qh,
+                bq,
+                &h.k,
+                &h.v,
+                &kptr,
+                b,
+                frames,
+                n_ptr,
+                scale,
+                h.bf16_probs,
+                &h.packed,
             ),
             _ => {
                 let (kin, vin) = (to_host(k.clone()).0, to_host(v.clone()).0);

@@ -352,13 +352,19 @@ pub fn rope_cross_attention(
     scale: f32,
 ) -> Vec<f32> {
     rope_cross_impl(
-        keys, q, bq, u, vals, kptr, b, frames, n_ptr, scale, false, None,
+        keys, q, bq, u, vals, kptr, b, frames, n_ptr, scale, false, false, None,
     )
 }
 
 /// [`rope_cross_attention`] with the memory tokens' tile packings of an earlier call on the
 /// same `u` / `vals` (SAM 2's four memory-attention layers read the same memories): `packed`
 /// is filled on the first call and reused while its sizes match.
+///
+/// `bf16_probs`: the value products may take the probabilities rounded to bf16 (relative
+/// error at most 2^-9 on each weight, sums in f32; flash attention's bf16 `P V`) where every
+/// value is a bf16 (SAM 2's stored memories), on `vdpbf16ps` where the CPU has AVX-512 BF16
+/// and no AMX: twice the multiply-adds of an f32 FMA per instruction. Elsewhere it changes
+/// nothing.
 #[allow(clippy::too_many_arguments)]
 pub fn rope_cross_attention_cached(
     keys: &RopeKeys<'_>,
@@ -371,6 +377,7 @@ pub fn rope_cross_attention_cached(
     frames: usize,
     n_ptr: usize,
     scale: f32,
+    bf16_probs: bool,
     packed: &std::sync::OnceLock<PackedMemory>,
 ) -> Vec<f32> {
     rope_cross_impl(
@@ -385,6 +392,7 @@ pub fn rope_cross_attention_cached(
         n_ptr,
         scale,
         false,
+        bf16_probs,
         Some(packed),
     )
 }
@@ -395,7 +403,12 @@ pub fn rope_cross_attention_cached(
 pub struct PackedMemory {
     /// (objects, memory tokens per object, kv) this packing was made for.
     shape: (usize, usize, usize),
+    /// Whether the values were packed for bf16 probabilities (`vps`).
+    bf16_probs: bool,
     vts: Vec<Option<super::amx::Aligned<u16>>>,
+    /// The values as bf16 key pairs ([`pack_value_pairs`]) where the value products take
+    /// bf16 probabilities and AMX does not serve them.
+    vps: Vec<Option<Vec<u32>>>,
     us: Vec<Option<(super::amx::Aligned<u16>, super::amx::Aligned<u16>)>>,
 }
 
@@ -418,6 +431,7 @@ impl PackedMemory {
         s: usize,
         kv: usize,
         portable: bool,
+        bf16_probs: bool,
     ) -> Self {
         let l = s * s;
         // the value products on AMX tiles where possible: every memory token is a bf16 (the
@@ -443,10 +457,24 @@ impl PackedMemory {
                     .flatten()
             })
             .collect();
+        // the value products with bf16 probabilities (`Products::av_pairs`): on `vdpbf16ps`,
+        // or their portable reference; the steps cover whole key pairs where `s` is even
+        let vps = (0..b)
+            .map(|ob| {
+                (bf16_probs
+                    && vts[ob].is_none()
+                    && s.is_multiple_of(2)
+                    && (portable || bf16_kernels()))
+                .then(|| pack_value_pairs(&vals[ob * lk * kv..], frames * l, kv))
+                .flatten()
+            })
+            .collect();
         Self {
             shape: (b, frames * l, kv),
+            bf16_probs,
             vts,
             us,
+            vps,
         }
     }
 }
@@ -464,6 +492,7 @@ fn rope_cross_impl(
     n_ptr: usize,
     scale: f32,
     portable: bool,
+    bf16_probs: bool,
     cache: Option<&std::sync::OnceLock<PackedMemory>>,
 ) -> Vec<f32> {
     let (s, hd, kv) = (keys.side, keys.hd, keys.kv);
@@ -491,16 +520,16 @@ fn rope_cross_impl(
     // the memories' tile packings: the caller's (made on its first call) where they are of
     // these sizes, else this call's own
     let owned;
-    let packed_memory = match cache
-        .map(|c| c.get_or_init(|| PackedMemory::new(u, vals, b, lk, frames, s, kv, portable)))
-    {
-        Some(p) if p.shape == (b, frames * l, kv) => p,
+    let packed_memory = match cache.map(|c| {
+        c.get_or_init(|| PackedMemory::new(u, vals, b, lk, frames, s, kv, portable, bf16_probs))
+    }) {
+        Some(p) if p.shape == (b, frames * l, kv) && p.bf16_probs == bf16_probs => p,
         _ => {
-            owned = PackedMemory::new(u, vals, b, lk, frames, s, kv, portable);
+            owned = PackedMemory::new(u, vals, b, lk, frames, s, kv, portable, bf16_probs);
             &owned
         }
     };
-    let (vts, us) = (&packed_memory.vts, &packed_memory.us);
+    let (vts, us, vps) = (&packed_memory.vts, &packed_memory.us, &packed_memory.vps);
     let run_block = |bi: usize, blk: usize, objects: std::ops::Range<usize>| {
         let q0 = blk * GT;
         let nt = GT.min(l - q0);
@@ -617,6 +646,7 @@ fn rope_cross_impl(
                     u: &u[ob * lk * kv..(ob + 1) * lk * kv],
                     vals: &vals[ob * lk * kv..(ob + 1) * lk * kv],
                     vt: vts[ob].as_deref(),
+                    vp: vps[ob].as_deref(),
                 })
                 .collect();
             let rows = rows_per_step(nm * frames);
@@ -912,6 +942,45 @@ trait Products {
         o: &mut [f32],
     );
 
+    /// `o[e][..QB] += sum_k bf16(p[k][..QB]) v[k][e]` over `n` keys (`n` even): the value
+    /// products with the probabilities rounded to bf16 (round to nearest even) and the values
+    /// bf16 already, `vp` `[n / 2][kv]` holding each channel's values of two consecutive keys
+    /// (the first in the low half, [`pack_value_pairs`]); products exact and sums in f32, as
+    /// `vdpbf16ps` computes them. May overwrite `p`. This portable version is the reference of
+    /// the AVX-512 BF16 one (`avx512::Avx512Bf16`).
+    ///
+    /// # Safety
+    /// As `scores`.
+    unsafe fn av_pairs(
+        p: &mut [f32],
+        vp: &[u32],
+        n: usize,
+        kv: usize,
+        o: &mut [f32],
+        _ahead: impl FnMut(usize),
+    ) {
+        assert!(
+            n.is_multiple_of(2)
+                && p.len() >= n * QB
+                && vp.len() >= n / 2 * kv
+                && o.len() >= kv * QB
+        );
+        for kp in 0..n / 2 {
+            let (p0, p1) = (&p[2 * kp * QB..][..QB], &p[(2 * kp + 1) * QB..][..QB]);
+            let vk = &vp[kp * kv..(kp + 1) * kv];
+            for (e, &pair) in vk.iter().enumerate() {
+                let (v0, v1) = (
+                    f32::from_bits(pair << 16),
+                    f32::from_bits(pair & 0xffff_0000),
+                );
+                let oe = &mut o[e * QB..(e + 1) * QB];
+                for i in 0..QB {
+                    oe[i] += bf16_round(p0[i]) * v0 + bf16_round(p1[i]) * v1;
+                }
+            }
+        }
+    }
+
     /// [`softmax_fold`]; the AVX-512 version has its own `exp` (FMA and `vscalefps`: the
     /// portable one compiles to separate multiplies and adds, ~30 instructions a vector).
     ///
@@ -929,7 +998,7 @@ trait Products {
     /// the next rows' first key tokens after the last; the scores' column sweep relies on the
     /// hardware prefetchers (see `row_step_with`).
     #[inline(always)]
-    fn prefetch(_v: &[f32], _at: usize) {}
+    fn prefetch<T>(_v: &[T], _at: usize) {}
 
     /// [`Self::prefetch`] of the `kv` floats from `v[at]` (one memory token), a cache line
     /// (16 floats) at a time.
@@ -1021,6 +1090,48 @@ impl Products for Portable {
     }
 }
 
+/// `x` rounded to the nearest bf16 (ties to even), as `vcvtne2ps2bf16` rounds (finite `x`).
+#[inline(always)]
+fn bf16_round(x: f32) -> f32 {
+    let b = x.to_bits();
+    f32::from_bits(b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+}
+
+/// Whether the CPU has the AVX-512 BF16 dot products (`vdpbf16ps`) and the word permutes the
+/// value products with bf16 probabilities use, besides [`fast_kernels`].
+pub fn bf16_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        fast_kernels()
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The value tokens `[keys][kv]` (`keys` even) as bf16 pairs of consecutive keys, `[keys /
+/// 2][kv]`: word `(k, e)` holds key `2k`'s channel `e` in its low half and key `2k + 1`'s in
+/// the high half, the operand layout of `vdpbf16ps` with the keys as the summed pairs. `None`
+/// unless every value is a bf16 (its low 16 bits zero: the stored memories are), so the
+/// packing is exact.
+fn pack_value_pairs(vals: &[f32], keys: usize, kv: usize) -> Option<Vec<u32>> {
+    let vals = &vals[..keys * kv];
+    if !keys.is_multiple_of(2) || vals.iter().any(|v| v.to_bits() & 0xffff != 0) {
+        return None;
+    }
+    let mut out = vec![0u32; keys / 2 * kv];
+    for (dst, two) in out.chunks_exact_mut(kv).zip(vals.chunks_exact(2 * kv)) {
+        let (a, b) = two.split_at(kv);
+        for ((d, a), b) in dst.iter_mut().zip(a).zip(b) {
+            *d = (a.to_bits() >> 16) | (b.to_bits() & 0xffff_0000);
+        }
+    }
+    Some(out)
+}
+
 /// `o += p @ v` over `n` keys: p `[n][QB]`, v `[n][kv]`, o `[kv][QB]`.
 ///
 /// # Safety
@@ -1081,6 +1192,9 @@ struct ObjectMemory<'a> {
     u: &'a [f32],
     vals: &'a [f32],
     vt: Option<&'a [u16]>,
+    /// The values as bf16 key pairs ([`pack_value_pairs`]) where the value products take
+    /// bf16 probabilities ([`Products::av_pairs`]).
+    vp: Option<&'a [u32]>,
 }
 
 /// Scores, softmax and values of grid rows `y0..y0 + ny` of every memory frame of every
@@ -1207,6 +1321,40 @@ unsafe fn row_step_with<P: Products>(
             unsafe { super::amx::rope_values(st, stride_st, n, frames, l, y0 * s, vt, kv, o) };
             continue;
         }
+        if let Some(vp) = m.vp {
+            // bf16 probabilities against the values' bf16 key pairs (`vp` is packed only
+            // where `n`, `l` and `s` are even): half the words of the f32 values
+            let pair_lines = (n * kv).div_ceil(32);
+            for t in 0..frames {
+                let k0 = (t * l + y0 * s) / 2 * kv;
+                let next = if t + 1 < frames {
+                    Some((vp, ((t + 1) * l + y0 * s) / 2 * kv))
+                } else {
+                    mem.get(ob + 1)
+                        .and_then(|nm| nm.vp)
+                        .map(|nvp| (nvp, y0 * s / 2 * kv))
+                };
+                let ahead = |i: usize| {
+                    if let Some((next_vp, n0)) = next {
+                        for line in (i * pair_lines / chunks)..((i + 1) * pair_lines / chunks) {
+                            P::prefetch(next_vp, n0 + line * 16);
+                        }
+                    }
+                };
+                // SAFETY: the caller's contract; frame t's pairs of rows y0.. + ny exist.
+                unsafe {
+                    P::av_pairs(
+                        &mut st[t * stride_st..t * stride_st + n * QB],
+                        &vp[k0..k0 + n / 2 * kv],
+                        n,
+                        kv,
+                        o,
+                        ahead,
+                    )
+                };
+            }
+            continue;
+        }
         for t in 0..frames {
             let v0 = (t * l + y0 * s) * kv;
             // the next frame's value tokens (the next object's first, or the next rows'
@@ -1317,6 +1465,12 @@ fn row_step(
 ) {
     #[cfg(target_arch = "x86_64")]
     if !portable && fast_kernels() {
+        if mem.iter().any(|m| m.vp.is_some()) && bf16_kernels() {
+            // SAFETY: the CPU has the features (checked above); bounds are asserted inside.
+            return unsafe {
+                avx512::row_step_bf16(gx, gy, mem, y0, ny, s, kv, frames, st, states, o)
+            };
+        }
         // SAFETY: the CPU has the features (checked above); slice bounds are asserted inside.
         return unsafe { avx512::row_step(gx, gy, mem, y0, ny, s, kv, frames, st, states, o) };
     }
@@ -1547,12 +1701,172 @@ mod avx512 {
         }
 
         #[inline(always)]
-        fn prefetch(v: &[f32], at: usize) {
+        fn prefetch<T>(v: &[T], at: usize) {
             if at < v.len() {
                 // SAFETY: a prefetch of an in-bounds address has no side effect.
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(at).cast()) };
             }
         }
+    }
+
+    /// [`Avx512`] with the value products on `vdpbf16ps`: bf16 probabilities against the
+    /// values' bf16 key pairs, twice the multiply-adds of an f32 FMA per instruction.
+    pub(super) struct Avx512Bf16;
+
+    /// The value products of channels `e0.. + EC` over `np` key pairs: `pp` holds pair `k`'s
+    /// interleaved bf16 probabilities at `pp[2 k QB..][..QB]` (32 words for queries 0-15, then
+    /// 32 for 16-31), `vp` the values' pairs.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512 BF16; `pp` holds `2 np QB` floats, `vp` `np` rows of
+    /// `kv`, `o` `kv` rows of `QB`, `e0 + EC <= kv`.
+    #[inline(always)]
+    unsafe fn pair_cols<const EC: usize>(
+        pp: *const f32,
+        vp: *const u32,
+        np: usize,
+        kv: usize,
+        e0: usize,
+        o: *mut f32,
+    ) {
+        // SAFETY (whole body): the caller's contract.
+        unsafe {
+            let mut a0 = [_mm512_setzero_ps(); EC];
+            let mut a1 = [_mm512_setzero_ps(); EC];
+            for e in 0..EC {
+                a0[e] = _mm512_loadu_ps(o.add((e0 + e) * QB));
+                a1[e] = _mm512_loadu_ps(o.add((e0 + e) * QB + 16));
+            }
+            for k in 0..np {
+                let pl: __m512bh = std::mem::transmute(_mm512_loadu_ps(pp.add(2 * k * QB)));
+                let ph: __m512bh = std::mem::transmute(_mm512_loadu_ps(pp.add(2 * k * QB + 16)));
+                let vk = vp.add(k * kv + e0);
+                for e in 0..EC {
+                    let w: __m512bh = std::mem::transmute(_mm512_set1_epi32(*vk.add(e) as i32));
+                    a0[e] = _mm512_dpbf16_ps(a0[e], pl, w);
+                    a1[e] = _mm512_dpbf16_ps(a1[e], ph, w);
+                }
+            }
+            for e in 0..EC {
+                _mm512_storeu_ps(o.add((e0 + e) * QB), a0[e]);
+                _mm512_storeu_ps(o.add((e0 + e) * QB + 16), a1[e]);
+            }
+        }
+    }
+
+    impl Products for Avx512Bf16 {
+        #[inline(always)]
+        unsafe fn scores<const MC: usize, const NP: usize>(
+            gx: &[f32],
+            gy: &[f32],
+            gy_p: usize,
+            u: [*const f32; MC],
+            u_p: usize,
+            kv: usize,
+            st: &mut [f32],
+            st_stride: usize,
+            st_p: usize,
+        ) {
+            // SAFETY: the caller's contract (a superset of Avx512's features).
+            unsafe { Avx512::scores::<MC, NP>(gx, gy, gy_p, u, u_p, kv, st, st_stride, st_p) }
+        }
+
+        #[inline(always)]
+        unsafe fn av_cols<const EC: usize>(
+            p: &[f32],
+            v: &[f32],
+            n: usize,
+            kv: usize,
+            e0: usize,
+            o: &mut [f32],
+        ) {
+            // SAFETY: as above.
+            unsafe { Avx512::av_cols::<EC>(p, v, n, kv, e0, o) }
+        }
+
+        #[inline(always)]
+        unsafe fn fold(st: &mut [f32], n: usize, state: &mut Softmax, o: &mut [f32]) {
+            // SAFETY: as above.
+            unsafe { Avx512::fold(st, n, state, o) }
+        }
+
+        #[inline(always)]
+        fn prefetch<T>(v: &[T], at: usize) {
+            Avx512::prefetch(v, at)
+        }
+
+        #[inline(always)]
+        unsafe fn av_pairs(
+            p: &mut [f32],
+            vp: &[u32],
+            n: usize,
+            kv: usize,
+            o: &mut [f32],
+            mut ahead: impl FnMut(usize),
+        ) {
+            assert!(
+                n.is_multiple_of(2)
+                    && p.len() >= n * QB
+                    && vp.len() >= n / 2 * kv
+                    && o.len() >= kv * QB
+            );
+            let (pp, vpp, op) = (p.as_mut_ptr(), vp.as_ptr(), o.as_mut_ptr());
+            // word 2j of a pair's vector: key 2k's probability of query j, word 2j + 1: key
+            // 2k + 1's (`vcvtne2ps2bf16` puts the first key's 16 in words 0-15)
+            let order: [i16; 32] =
+                std::array::from_fn(|w| (w / 2 + if w % 2 == 1 { 16 } else { 0 }) as i16);
+            // SAFETY (whole body): the CPU has AVX-512F/BW/BF16 (caller); every offset is
+            // inside p (n rows of QB), vp (n / 2 rows of kv) and o (kv rows of QB).
+            unsafe {
+                let idx = _mm512_loadu_si512(order.as_ptr().cast());
+                // in place: pair k's bf16 words over the first of its two rows
+                for k in 0..n / 2 {
+                    let r0 = pp.add(2 * k * QB);
+                    let r1 = r0.add(QB);
+                    for h in [0, 16] {
+                        let two = _mm512_cvtne2ps_pbh(
+                            _mm512_loadu_ps(r1.add(h)),
+                            _mm512_loadu_ps(r0.add(h)),
+                        );
+                        let pair = _mm512_permutexvar_epi16(
+                            idx,
+                            std::mem::transmute::<__m512bh, __m512i>(two),
+                        );
+                        _mm512_storeu_si512(r0.add(h).cast(), pair);
+                    }
+                }
+                let mut e0 = 0;
+                while e0 + 8 <= kv {
+                    ahead(e0 / 8);
+                    pair_cols::<8>(pp, vpp, n / 2, kv, e0, op);
+                    e0 += 8;
+                }
+                while e0 < kv {
+                    pair_cols::<1>(pp, vpp, n / 2, kv, e0, op);
+                    e0 += 1;
+                }
+            }
+        }
+    }
+
+    /// [`row_step_with`] with [`Avx512Bf16`]'s products, compiled for AVX-512 BF16.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512dq,avx512bw,avx512bf16,avx2,fma")]
+    pub(super) unsafe fn row_step_bf16(
+        gx: &[f32],
+        gy: &[f32],
+        mem: &[ObjectMemory<'_>],
+        y0: usize,
+        ny: usize,
+        s: usize,
+        kv: usize,
+        frames: usize,
+        st: &mut [f32],
+        states: &mut [Softmax],
+        o: &mut [f32],
+    ) {
+        // SAFETY: this function's own target features are the products' requirement.
+        unsafe { row_step_with::<Avx512Bf16>(gx, gy, mem, y0, ny, s, kv, frames, st, states, o) }
     }
 
     /// [`row_step_with`] with the AVX-512 products, compiled for AVX-512.
@@ -1807,7 +2121,7 @@ mod tests {
         let want = unfolded(&keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale);
         for portable in [false, true] {
             let got = rope_cross_impl(
-                &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale, portable, None,
+                &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale, portable, false, None,
             );
             let err = max_abs_diff(&got, &want);
             assert!(
@@ -1909,7 +2223,7 @@ mod tests {
             let kptr = rand(b * n_ptr * hd, 16);
             let run = |portable| {
                 rope_cross_impl(
-                    &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, 0.125, portable, None,
+                    &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, 0.125, portable, false, None,
                 )
             };
             let (fast, slow) = (run(false), run(true));
@@ -1918,7 +2232,7 @@ mod tests {
             let q2: Vec<f32> = q.iter().map(|v| -0.5 * v).collect();
             for (qq, want) in [(&q2, None), (&q, Some(&fast))] {
                 let got = rope_cross_attention_cached(
-                    &keys, qq, bq, &u, &vals, &kptr, b, frames, n_ptr, 0.125, &cache,
+                    &keys, qq, bq, &u, &vals, &kptr, b, frames, n_ptr, 0.125, false, &cache,
                 );
                 if let Some(want) = want {
                     assert_eq!(
@@ -1934,6 +2248,71 @@ mod tests {
                 crate::kernels::amx::available()
             );
             assert!(err < 2e-5, "side {side} frames {frames} b {b}: {err}");
+        }
+    }
+
+    /// The value products with bf16 probabilities: the fast kernel (`vdpbf16ps` where the CPU
+    /// has AVX-512 BF16) equals the portable reference that rounds each probability, and both
+    /// stay within the rounding's bound of the f32 attention: each normalised weight `w_k`
+    /// moves by at most `2^-9 w_k`, so an output by at most `2^-9 max |v|`.
+    #[test]
+    fn bf16_probabilities_round_only_the_weights() {
+        // (side, hd, kv, frames, pointers, objects, query sets): own and shared queries
+        // (merged row steps), an odd kv (one-channel columns), an odd side (no key pairs:
+        // the f32 products), SAM 2's grid width
+        for (side, hd, kv, frames, n_ptr, b, bq) in [
+            (8, 32, 16, 3, 4, 2, 2),
+            (8, 32, 16, 2, 0, 3, 1),
+            (6, 16, 11, 1, 2, 4, 1),
+            (7, 16, 8, 2, 3, 1, 1),
+            (64, 64, 64, 2, 1, 1, 1),
+        ] {
+            let l = side * side;
+            let lk = frames * l + n_ptr;
+            let fixture = KeysFixture::new(side, hd, kv, 0.5, 21);
+            let keys = fixture.keys();
+            let q: Vec<f32> = rand(bq * l * hd, 23).iter().map(|v| v * 3.0).collect();
+            let u = rand(b * lk * kv, 24);
+            let vals: Vec<f32> = rand(b * lk * kv, 25)
+                .iter()
+                .map(|&v| bf16_round(v))
+                .collect();
+            let kptr = rand(b * n_ptr * hd, 26);
+            let scale = (hd as f32).powf(-0.5);
+            let exact = unfolded(&keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale);
+            let run = |portable| {
+                rope_cross_impl(
+                    &keys, &q, bq, &u, &vals, &kptr, b, frames, n_ptr, scale, portable, true, None,
+                )
+            };
+            let (fast, reference) = (run(false), run(true));
+            let vmax = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let bound = vmax * 2f32.powi(-9) + 2e-5;
+            let to_exact = max_abs_diff(&reference, &exact);
+            let name = format!("side {side} kv {kv} frames {frames} b {b}/{bq}");
+            eprintln!("{name}: bf16 weights vs f32 {to_exact:.2e} (bound {bound:.2e})");
+            assert!(to_exact <= bound, "{name}: {to_exact} > {bound}");
+            if side % 2 == 0 {
+                // the weights really are rounded (an exact result would mean f32 products)
+                assert!(to_exact > 1e-6, "{name}: {to_exact}");
+            } else {
+                assert!(
+                    to_exact < 2e-5,
+                    "{name}: odd side, f32 products: {to_exact}"
+                );
+            }
+            // the fast kernel rounds the same weights where it takes them (not under AMX,
+            // whose tiles keep the f32 weights as two bf16 halves)
+            let amx = fast_kernels() && crate::kernels::amx::available() && side % 32 == 0;
+            let fast_err = max_abs_diff(
+                &fast,
+                if bf16_kernels() && !amx {
+                    &reference
+                } else {
+                    &exact
+                },
+            );
+            assert!(fast_err < 2e-5, "{name}: fast kernel {fast_err}");
         }
     }
 
@@ -1986,8 +2365,9 @@ mod tests {
     }
 
     /// Single-thread timing of the row steps of one 32-query block (G tables given), 64 x 64
-    /// grid, 64-wide memories, for one object and for two objects sharing the queries (one
-    /// merged row step):
+    /// grid, 64-wide bf16 memories, for one object and for two objects sharing the queries
+    /// (one merged row step), with f32 probabilities and, where the CPU has AVX-512 BF16,
+    /// bf16 ones:
     /// `cargo test --release -p fastsam2-models row_step_speed -- --ignored --nocapture`
     #[test]
     #[ignore]
@@ -1997,53 +2377,72 @@ mod tests {
         }
         let (s, kv) = (64usize, 64usize);
         let l = s * s;
-        for objects in [1usize, 2] {
-            for frames in [1usize, 2, 3, 4, 7] {
-                let gx = rand(s * (kv + 1) * GT, 1);
-                let gy = rand(s * (kv + 1) * GT, 2);
-                let us: Vec<Vec<f32>> = (0..objects)
-                    .map(|k| rand(frames * l * kv, 3 + 2 * k as u64))
-                    .collect();
-                let vs: Vec<Vec<f32>> = (0..objects)
-                    .map(|k| rand(frames * l * kv, 4 + 2 * k as u64))
-                    .collect();
-                let mem: Vec<ObjectMemory<'_>> = us
-                    .iter()
-                    .zip(&vs)
-                    .map(|(u, v)| ObjectMemory {
-                        u,
-                        vals: v,
-                        vt: None,
-                    })
-                    .collect();
-                let rows = rows_per_step(objects * frames);
-                let mut st = vec![0f32; objects * frames * rows * s * QB];
-                let mut o = vec![0f32; objects * kv * QB];
-                let mut states: Vec<Softmax> = (0..objects).map(|_| Softmax::empty()).collect();
-                let mut best = f64::INFINITY;
-                for _ in 0..6 {
-                    let t = std::time::Instant::now();
-                    row_steps(
-                        false,
-                        &gx,
-                        &gy,
-                        &mem,
-                        s,
-                        kv,
-                        frames,
-                        &mut st,
-                        &mut states,
-                        &mut o,
+        let modes: &[bool] = if bf16_kernels() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        for &pairs in modes {
+            for objects in [1usize, 2] {
+                for frames in [1usize, 2, 3, 4, 7] {
+                    let gx = rand(s * (kv + 1) * GT, 1);
+                    let gy = rand(s * (kv + 1) * GT, 2);
+                    let us: Vec<Vec<f32>> = (0..objects)
+                        .map(|k| rand(frames * l * kv, 3 + 2 * k as u64))
+                        .collect();
+                    let vs: Vec<Vec<f32>> = (0..objects)
+                        .map(|k| {
+                            rand(frames * l * kv, 4 + 2 * k as u64)
+                                .iter()
+                                .map(|&v| bf16_round(v))
+                                .collect()
+                        })
+                        .collect();
+                    let vps: Vec<Option<Vec<u32>>> = vs
+                        .iter()
+                        .map(|v| pairs.then(|| pack_value_pairs(v, frames * l, kv)).flatten())
+                        .collect();
+                    let mem: Vec<ObjectMemory<'_>> = us
+                        .iter()
+                        .zip(&vs)
+                        .zip(&vps)
+                        .map(|((u, v), vp)| ObjectMemory {
+                            u,
+                            vals: v,
+                            vt: None,
+                            vp: vp.as_deref(),
+                        })
+                        .collect();
+                    let rows = rows_per_step(objects * frames);
+                    let mut st = vec![0f32; objects * frames * rows * s * QB];
+                    let mut o = vec![0f32; objects * kv * QB];
+                    let mut states: Vec<Softmax> = (0..objects).map(|_| Softmax::empty()).collect();
+                    let mut best = f64::INFINITY;
+                    for _ in 0..6 {
+                        let t = std::time::Instant::now();
+                        row_steps(
+                            false,
+                            &gx,
+                            &gy,
+                            &mem,
+                            s,
+                            kv,
+                            frames,
+                            &mut st,
+                            &mut states,
+                            &mut o,
+                        );
+                        best = best.min(t.elapsed().as_secs_f64());
+                    }
+                    let flop = (2 * 2 * QB * objects * frames * l * kv) as f64;
+                    println!(
+                        "{} probabilities, objects {objects}, frames {frames}: {:.3} ms per 32-query block, {:.1} GFLOP/s (1 thread)",
+                        if pairs { "bf16" } else { "f32" },
+                        best * 1e3,
+                        flop / best / 1e9
                     );
-                    best = best.min(t.elapsed().as_secs_f64());
+                    std::hint::black_box(&o);
                 }
-                let flop = (2 * 2 * QB * objects * frames * l * kv) as f64;
-                println!(
-                    "objects {objects}, frames {frames}: {:.3} ms per 32-query block, {:.1} GFLOP/s (1 thread)",
-                    best * 1e3,
-                    flop / best / 1e9
-                );
-                std::hint::black_box(&o);
             }
         }
     }
