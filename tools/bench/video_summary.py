@@ -39,6 +39,16 @@ def main(out):
           f" ({obj_rate * 1e3 / peak * 100:.0f}%)")
     print(f"a second object at <= 30% needs the per-object work at >= {need * 1e3:.0f} GFLOP/s"
           f" ({need * 1e3 / peak * 100:.0f}% of the FMA peak) with the shared work as measured")
+    try:
+        opt = json.load(open(f"{out}/ours_video_bf16w.json"))["results"]
+    except FileNotFoundError:
+        return
+    b1 = opt["video_1obj"]["median_run"]["propagate_per_tracked_frame_ms"]
+    b2 = opt["video_2obj"]["median_run"]["propagate_per_tracked_frame_ms"]
+    bp = opt["video_2obj"]["median_ratio_to_first_count"]
+    print(f"--attention-weights bf16 (opt-in): ours {b1:.0f} / {b2:.0f} ms per tracked frame"
+          f" (ratios {r1 / b1:.2f}x / {r2 / b2:.2f}x), second object +{(b2 / b1 - 1) * 100:.1f}%"
+          f" (medians), +{(bp - 1) * 100:.1f}% (median of paired runs)")
 
 
 if __name__ == "__main__":

@@ -376,7 +376,12 @@ fn run_video(args: VideoBenchArgs) -> Result<()> {
             }),
         );
     }
-    let report = json!({"model": name, "threads": threads, "results": results, "peak_rss_mib": peak_rss_mib()});
+    let weights = if fastsam2_models::kernels::bf16_attention_weights() {
+        "bf16"
+    } else {
+        "f32"
+    };
+    let report = json!({"model": name, "threads": threads, "attention_weights": weights, "results": results, "peak_rss_mib": peak_rss_mib()});
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)?)?;

@@ -26,8 +26,20 @@ struct Cli {
     /// Worker threads for the tensor backend (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Precision of the SAM 2 memory cross-attention's weights in its value products: `f32`
+    /// (default), or `bf16` (faster on CPUs with AVX-512 BF16 and no AMX; each weight within
+    /// 2^-9 of itself, outputs change slightly). Also `FASTSAM2_BF16_PROBS=1`.
+    #[arg(long, global = true, value_enum)]
+    attention_weights: Option<WeightPrecision>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--attention-weights`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum WeightPrecision {
+    F32,
+    Bf16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +96,9 @@ fn main() {
     {
         eprintln!("error: cannot set {n} threads: {e}");
         std::process::exit(2);
+    }
+    if let Some(p) = cli.attention_weights {
+        fastsam2_models::kernels::set_bf16_attention_weights(matches!(p, WeightPrecision::Bf16));
     }
     let result = match cli.command {
         Command::Segment(a) => segment::run(a),

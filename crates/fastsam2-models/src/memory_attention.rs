@@ -131,10 +131,9 @@ pub fn apply_rope(x: Tensor<4>, t: &RopeTables) -> Tensor<4> {
 /// layer's folded cross-attention (instead of four additions and eight copies of ~2 M floats),
 /// with the tile packings of those memories that the first layer makes and the others reuse.
 ///
-/// The folded cross-attention's value products take bf16 probabilities where the values are
-/// bf16 (SAM 2's stored memories) and the CPU has AVX-512 BF16 without AMX
-/// (`rope_cross_attention_cached`: each weight within 2^-9 relative, sums in f32, as flash
-/// attention's bf16 `P V`); `FASTSAM2_F32_PROBS=1` keeps them f32, for comparisons.
+/// With [`crate::kernels::set_bf16_attention_weights`] on (when the buffers are made), the
+/// folded cross-attention's value products take bf16 attention weights where the values are
+/// bf16 (SAM 2's stored memories; `rope_cross_attention_cached`).
 #[derive(Debug)]
 pub struct HostKv {
     pub k: Vec<f32>,
@@ -146,12 +145,10 @@ pub struct HostKv {
 impl HostKv {
     /// Key inputs `k` and value inputs `v`, both `[B, M, kv]` row-major.
     pub fn new(k: Vec<f32>, v: Vec<f32>) -> Self {
-        static F32_PROBS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let f32_probs = *F32_PROBS.get_or_init(|| std::env::var_os("FASTSAM2_F32_PROBS").is_some());
         Self {
             k,
             v,
-            bf16_probs: !f32_probs,
+            bf16_probs: crate::kernels::bf16_attention_weights(),
             packed: std::sync::OnceLock::new(),
         }
     }

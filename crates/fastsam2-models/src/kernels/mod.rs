@@ -19,6 +19,39 @@ pub mod upscale;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+/// Process-wide: 0 unset (read `FASTSAM2_BF16_PROBS` on first use), 1 off, 2 on.
+static BF16_ATTENTION_WEIGHTS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Allow the memory cross-attention's value products to take the attention weights rounded to
+/// bf16 (off by default; like PyTorch's `allow_tf32`, a precision setting for the whole
+/// process). Each weight then moves by at most 2^-9 of itself, so an output by at most 2^-9
+/// of the largest value, with sums in f32 (flash attention's bf16 `P V`); the values are the
+/// stored memories, bf16 already. It applies where the CPU has AVX-512 BF16 and no AMX
+/// (`vdpbf16ps`: twice an f32 FMA's multiply-adds per instruction) and changes nothing
+/// elsewhere. `FASTSAM2_BF16_PROBS=1` turns it on when this is never called.
+pub fn set_bf16_attention_weights(on: bool) {
+    BF16_ATTENTION_WEIGHTS.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The setting of [`set_bf16_attention_weights`].
+pub fn bf16_attention_weights() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    match BF16_ATTENTION_WEIGHTS.load(Relaxed) {
+        0 => {
+            let on = std::env::var("FASTSAM2_BF16_PROBS").is_ok_and(|v| v != "0" && !v.is_empty());
+            // a concurrent explicit setting wins over the environment
+            let _ = BF16_ATTENTION_WEIGHTS.compare_exchange(
+                0,
+                if on { 2 } else { 1 },
+                Relaxed,
+                Relaxed,
+            );
+            BF16_ATTENTION_WEIGHTS.load(Relaxed) == 2
+        }
+        v => v == 2,
+    }
+}
+
 /// Whether the host kernels apply: tensors live on the plain flex (CPU) device.
 pub fn host_fast_path(device: &Device) -> bool {
     // Device equality ignores autodiff: exclude autodiff devices explicitly (training needs
