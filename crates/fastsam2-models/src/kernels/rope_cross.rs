@@ -21,6 +21,10 @@
 //! Same online-softmax (flash) scheme as `attention.rs`, with queries in SIMD lanes: scores,
 //! probabilities and the output accumulator are stored key-major / channel-major with 32
 //! queries per row, so the softmax and both products vectorise over queries.
+//!
+//! Precision: f32 products by default (bf16x3 on AMX tiles). With the opt-in
+//! `kernels::set_bf16_attention_weights` the value products take the probabilities rounded
+//! to bf16 against the memories' bf16 values (`Products::av_pairs`, `vdpbf16ps`).
 
 use rayon::prelude::*;
 
