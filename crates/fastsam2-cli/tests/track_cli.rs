@@ -43,22 +43,44 @@ fn frames() -> String {
 
 #[test]
 fn track_matches_official_cli_outputs() {
+    check_rounds(&[], 1..=3, "rounds");
+}
+
+/// The opt-in bf16 attention weights (a global option, before the subcommand) keep the CLI's
+/// outputs within the same tolerances of the official ones (on CPUs without AVX-512 BF16 or
+/// with AMX the option changes nothing).
+#[test]
+fn track_with_bf16_attention_weights_matches_official_cli_outputs() {
+    check_rounds(&["--attention-weights", "bf16"], 1..=2, "bf16w");
+    let e = fails(&["--attention-weights", "fp8", "models"]);
+    assert!(
+        e.contains("fp8") && e.contains("--attention-weights"),
+        "{e}"
+    );
+}
+
+/// `track` with `global` options on rounds `rounds` of the committed prompts, against the
+/// official CLI outputs (object scores to 1e-3, areas to 0.1%, mask IoU >= 0.999).
+fn check_rounds(global: &[&str], rounds: std::ops::RangeInclusive<usize>, tag: &str) {
     let cli = root().join("fixtures/sam2.1_hiera_micro/cli");
-    for k in 1..=3 {
-        let out = tmp(&format!("rounds{k}"));
+    for k in rounds {
+        let out = tmp(&format!("{tag}{k}"));
         let prompts = cli.join(format!("prompts_rounds_{k}.json"));
-        let o = fastsam2(&[
+        let (w, f) = (weights(), frames());
+        let mut args: Vec<&str> = global.to_vec();
+        args.extend([
             "track",
             "--checkpoint",
-            &weights(),
+            &w,
             "--frames",
-            &frames(),
+            &f,
             "--prompts",
             prompts.to_str().unwrap(),
             "--save-logits",
             "--out",
             out.to_str().unwrap(),
         ]);
+        let o = fastsam2(&args);
         assert!(
             o.status.success(),
             "rounds {k}: {}",
