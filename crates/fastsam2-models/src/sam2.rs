@@ -771,12 +771,18 @@ impl Sam2 {
         is_mask_from_pts: bool,
     ) -> (Tensor<4>, Tensor<4>) {
         let cfg = &self.cfg;
+        let (scale, bias) = (cfg.sigmoid_scale_for_mem_enc, cfg.sigmoid_bias_for_mem_enc);
+        let device = high_res_masks.device();
         let mask = if cfg.binarize_mask_from_pts_for_mem_enc && is_mask_from_pts {
-            high_res_masks.greater_elem(0.0).float()
+            high_res_masks.greater_elem(0.0).float() * scale + bias
+        } else if crate::kernels::host_fast_path(&device) {
+            // one vectorised pass instead of three burn passes (~5 ms per 1024^2 mask)
+            let (mut v, dims) = crate::kernels::to_host(high_res_masks);
+            crate::kernels::simd::sigmoid_affine_inplace(&mut v, scale, bias);
+            crate::kernels::from_host(v, dims, &device)
         } else {
-            sigmoid(high_res_masks)
+            sigmoid(high_res_masks) * scale + bias
         };
-        let mask = mask * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc;
         let (mut features, pos) = self.memory_encoder.forward(feat, mask);
         if let Some(e) = &self.no_obj_embed_spatial {
             let [b, m, h, w] = features.dims();
@@ -841,8 +847,20 @@ pub fn select_closest_cond_frames<'a>(
     (selected, unselected)
 }
 
-/// `F.interpolate(x, (size, size), mode="bilinear", align_corners=False)`.
+/// `F.interpolate(x, (size, size), mode="bilinear", align_corners=False)`; on the host fast
+/// path plane by plane (`kernels::resample`: burn's CPU interpolate took ~6 ms per 256 -> 1024
+/// mask, this ~1 ms).
 pub fn upsample_bilinear(x: Tensor<4>, size: usize) -> Tensor<4> {
+    let device = x.device();
+    let [b, c, h, w] = x.dims();
+    if crate::kernels::host_fast_path(&device) && h > 0 && w > 0 && size > 0 {
+        let (v, _) = crate::kernels::to_host(x);
+        let mut out = Vec::with_capacity(b * c * size * size);
+        for plane in v.chunks_exact(h * w) {
+            out.extend(crate::kernels::resample::bilinear(plane, h, w, size, size));
+        }
+        return crate::kernels::from_host(out, [b, c, size, size], &device);
+    }
     interpolate(
         x,
         InterpolateOptions::new(InterpolateMode::Bilinear)
@@ -860,4 +878,31 @@ pub fn resize_aa(x: Tensor<4>, oh: usize, ow: usize) -> Tensor<4> {
     let out = fastsam2_core::resize::torch_resize_bilinear_aa(&v, b * c, h, w, oh, ow)
         .expect("valid non-empty buffer");
     tensor_from_vec(out, [b, c, oh, ow], &device)
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    use super::*;
+
+    /// The host upsampling equals burn's interpolate (the path of other devices), on SAM 2's
+    /// 4x factor and an uneven one.
+    #[test]
+    fn host_upsample_equals_burn_interpolate() {
+        let device = Device::flex();
+        for (h, w, size) in [(16, 16, 64), (7, 12, 20)] {
+            let x = Tensor::<4>::random([2, 3, h, w], Distribution::Normal(0.0, 3.0), &device);
+            let host = upsample_bilinear(x.clone(), size);
+            let burn_op = interpolate(
+                x,
+                InterpolateOptions::new(InterpolateMode::Bilinear)
+                    .with_align_corners(false)
+                    .with_output_size([size, size]),
+            );
+            assert_eq!(host.dims(), burn_op.dims());
+            let d: f32 = (host - burn_op).abs().max().into_scalar();
+            assert!(d < 1e-5, "{h}x{w} -> {size}: max diff {d}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ pub mod attention;
 mod fused;
 pub mod host;
 pub mod mlp;
+pub mod resample;
 pub mod rope_cross;
 pub mod simd;
 pub mod upscale;
