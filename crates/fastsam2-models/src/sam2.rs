@@ -855,9 +855,9 @@ pub fn upsample_bilinear(x: Tensor<4>, size: usize) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     if crate::kernels::host_fast_path(&device) && h > 0 && w > 0 && size > 0 {
         let (v, _) = crate::kernels::to_host(x);
-        let mut out = Vec::with_capacity(b * c * size * size);
-        for plane in v.chunks_exact(h * w) {
-            out.extend(crate::kernels::resample::bilinear(plane, h, w, size, size));
+        let mut out = vec![0f32; b * c * size * size];
+        for (plane, dst) in v.chunks_exact(h * w).zip(out.chunks_exact_mut(size * size)) {
+            crate::kernels::resample::bilinear_into(plane, h, w, size, size, dst);
         }
         return crate::kernels::from_host(out, [b, c, size, size], &device);
     }

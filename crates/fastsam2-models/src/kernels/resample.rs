@@ -19,11 +19,23 @@ fn axis_weights(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> 
         .collect()
 }
 
-/// Bilinear resize of one `in_h x in_w` plane, reading only the top-left `crop_h x crop_w`
-/// window of the *output* of a first resize is handled by [`resize_crop`]; this is the
-/// plain resize.
+/// Bilinear resize of one `in_h x in_w` plane to `out_h x out_w` ([`resize_crop`] for a
+/// window of the output).
 pub fn bilinear(src: &[f32], in_h: usize, in_w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
     resize_crop(src, in_h, in_w, out_h, out_w, out_h, out_w)
+}
+
+/// [`bilinear`] into `out` (`out_h * out_w` floats), e.g. one plane of a batch buffer.
+pub fn bilinear_into(
+    src: &[f32],
+    in_h: usize,
+    in_w: usize,
+    out_h: usize,
+    out_w: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(out.len(), out_h * out_w, "bilinear_into: output size");
+    resize_crop_into(src, in_h, in_w, out_h, out_w, out_w, out);
 }
 
 /// Rows `0..crop_h` and columns `0..crop_w` of the bilinear resize of `src` (`in_h x in_w`)
@@ -38,10 +50,24 @@ pub fn resize_crop(
     crop_h: usize,
     crop_w: usize,
 ) -> Vec<f32> {
+    let mut out = vec![0f32; crop_h * crop_w];
+    resize_crop_into(src, in_h, in_w, full_h, full_w, crop_w, &mut out);
+    out
+}
+
+/// [`resize_crop`] into `out`: `out.len() / crop_w` rows (at most `full_h`) of `crop_w`.
+fn resize_crop_into(
+    src: &[f32],
+    in_h: usize,
+    in_w: usize,
+    full_h: usize,
+    full_w: usize,
+    crop_w: usize,
+    out: &mut [f32],
+) {
     assert_eq!(src.len(), in_h * in_w);
     let wy = axis_weights(in_h, full_h);
     let wx = &axis_weights(in_w, full_w)[..crop_w];
-    let mut out = vec![0f32; crop_h * crop_w];
     out.par_chunks_mut(crop_w).enumerate().for_each(|(y, row)| {
         let (y0, y1, h0, h1) = wy[y];
         let r0 = &src[y0 * in_w..(y0 + 1) * in_w];
@@ -50,7 +76,6 @@ pub fn resize_crop(
             *o = h0 * (w0 * r0[x0] + w1 * r0[x1]) + h1 * (w0 * r1[x0] + w1 * r1[x1]);
         }
     });
-    out
 }
 
 #[cfg(test)]

@@ -970,7 +970,8 @@ trait Products {
                 && o.len() >= kv * QB
         );
         for kp in 0..n / 2 {
-            let (p0, p1) = (&p[2 * kp * QB..][..QB], &p[(2 * kp + 1) * QB..][..QB]);
+            let p0: [f32; QB] = std::array::from_fn(|i| bf16_round(p[2 * kp * QB + i]));
+            let p1: [f32; QB] = std::array::from_fn(|i| bf16_round(p[(2 * kp + 1) * QB + i]));
             let vk = &vp[kp * kv..(kp + 1) * kv];
             for (e, &pair) in vk.iter().enumerate() {
                 let (v0, v1) = (
@@ -979,7 +980,7 @@ trait Products {
                 );
                 let oe = &mut o[e * QB..(e + 1) * QB];
                 for i in 0..QB {
-                    oe[i] += bf16_round(p0[i]) * v0 + bf16_round(p1[i]) * v1;
+                    oe[i] += p0[i] * v0 + p1[i] * v1;
                 }
             }
         }
@@ -1331,6 +1332,7 @@ unsafe fn row_step_with<P: Products>(
             let pair_lines = (n * kv).div_ceil(32);
             for t in 0..frames {
                 let k0 = (t * l + y0 * s) / 2 * kv;
+                // the next frame's pairs (or the next object's first)
                 let next = if t + 1 < frames {
                     Some((vp, ((t + 1) * l + y0 * s) / 2 * kv))
                 } else {
@@ -1340,9 +1342,7 @@ unsafe fn row_step_with<P: Products>(
                 };
                 let ahead = |i: usize| {
                     if let Some((next_vp, n0)) = next {
-                        for line in (i * pair_lines / chunks)..((i + 1) * pair_lines / chunks) {
-                            P::prefetch(next_vp, n0 + line * 16);
-                        }
+                        prefetch_part::<P, _>(next_vp, n0, pair_lines, i, chunks);
                     }
                 };
                 // SAFETY: the caller's contract; frame t's pairs of rows y0.. + ny exist.
@@ -1363,16 +1363,14 @@ unsafe fn row_step_with<P: Products>(
             let v0 = (t * l + y0 * s) * kv;
             // the next frame's value tokens (the next object's first, or the next rows'
             // first key tokens), spread over the value products
+            let next = if t + 1 < frames {
+                Some((m.vals, ((t + 1) * l + y0 * s) * kv))
+            } else {
+                mem.get(ob + 1).map(|nm| (nm.vals, y0 * s * kv))
+            };
             let ahead = |i: usize| {
-                let next = if t + 1 < frames {
-                    Some((m.vals, ((t + 1) * l + y0 * s) * kv))
-                } else {
-                    mem.get(ob + 1).map(|nm| (nm.vals, y0 * s * kv))
-                };
                 if let Some((next_vals, n0)) = next {
-                    for line in (i * lines / chunks)..((i + 1) * lines / chunks) {
-                        P::prefetch(next_vals, n0 + line * 16);
-                    }
+                    prefetch_part::<P, _>(next_vals, n0, lines, i, chunks);
                 } else if y0 + ny < s && i == 0 {
                     for v in 0..nv {
                         for y in y0 + ny..(y0 + 2 * ny).min(s) {
@@ -1395,6 +1393,16 @@ unsafe fn row_step_with<P: Products>(
                 )
             };
         }
+    }
+}
+
+/// Part `i` of `parts` of the prefetch of `lines` cache lines (16 words each) of `v` from
+/// `v[at]`: one slice of the next buffer's lines between two column chunks of the value
+/// products.
+#[inline(always)]
+fn prefetch_part<P: Products, T>(v: &[T], at: usize, lines: usize, i: usize, parts: usize) {
+    for line in (i * lines / parts)..((i + 1) * lines / parts) {
+        P::prefetch(v, at + line * 16);
     }
 }
 
