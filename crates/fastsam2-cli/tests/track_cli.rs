@@ -63,10 +63,10 @@ fn track_with_bf16_attention_weights_matches_official_cli_outputs() {
 /// official CLI outputs (object scores to 1e-3, areas to 0.1%, mask IoU >= 0.999).
 fn check_rounds(global: &[&str], rounds: std::ops::RangeInclusive<usize>, tag: &str) {
     let cli = root().join("fixtures/sam2.1_hiera_micro/cli");
+    let (w, f) = (weights(), frames());
     for k in rounds {
         let out = tmp(&format!("{tag}{k}"));
         let prompts = cli.join(format!("prompts_rounds_{k}.json"));
-        let (w, f) = (weights(), frames());
         let mut args: Vec<&str> = global.to_vec();
         args.extend([
             "track",
