@@ -9,6 +9,7 @@ mod gpu;
 mod model_args;
 mod segment;
 mod track;
+mod track_stream;
 mod train_cmd;
 
 use clap::{Parser, Subcommand};

@@ -41,6 +41,22 @@ pub struct TrackArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
+    /// Live mode: read and track frames one at a time as they arrive, in memory that does
+    /// not grow with the stream (one round of prompts, each applied when its frame arrives;
+    /// no backward pass). `--frames` is then `-` (binary PPM frames on standard input, e.g.
+    /// `ffmpeg -i rtsp://... -f image2pipe -vcodec ppm -pix_fmt rgb24 -`), a video file, URL
+    /// or device that the `ffmpeg` program opens, or a folder of frames. Also writes
+    /// `frames.jsonl`, one line per frame as it completes.
+    #[arg(long)]
+    pub stream: bool,
+    /// With --stream: stop after this many frames (with --drop-frames, tracked frames).
+    #[arg(long, requires = "stream")]
+    pub max_frames: Option<usize>,
+    /// With --stream, for live sources: when tracking falls behind, skip to the newest frame
+    /// (a reader thread keeps only the latest one). Outputs keep the source's frame indices,
+    /// so skipped frames have none; a prompt on a skipped frame applies to the next tracked one.
+    #[arg(long, requires = "stream")]
+    pub drop_frames: bool,
 }
 
 /// PROMPTS.json.
@@ -76,7 +92,7 @@ pub struct PromptEntry {
 
 impl PromptEntry {
     /// The prompt, reading a mask file relative to `base`.
-    fn to_prompt(&self, base: &Path, where_: &str) -> Result<VideoPrompt> {
+    pub(crate) fn to_prompt(&self, base: &Path, where_: &str) -> Result<VideoPrompt> {
         if let Some(m) = &self.mask {
             if self.points.is_some() || self.bbox.is_some() {
                 bail!("{where_}: a mask prompt cannot be combined with points or a box");
@@ -122,7 +138,7 @@ impl PromptEntry {
 }
 
 #[derive(Serialize)]
-struct ObjResult {
+pub(crate) struct ObjResult {
     object: u32,
     area: usize,
     bbox: [usize; 4],
@@ -130,18 +146,18 @@ struct ObjResult {
 }
 
 #[derive(Serialize)]
-struct FrameResult {
-    frame: usize,
-    objects: Vec<ObjResult>,
+pub(crate) struct FrameResult {
+    pub frame: usize,
+    pub objects: Vec<ObjResult>,
 }
 
 #[derive(Serialize)]
-struct TrackResult<'a> {
-    model: &'a str,
-    num_frames: usize,
-    image_size: [usize; 2],
-    objects: Vec<u32>,
-    frames: Vec<&'a FrameResult>,
+pub(crate) struct TrackResult<'a, F: Serialize> {
+    pub model: &'a str,
+    pub num_frames: usize,
+    pub image_size: [usize; 2],
+    pub objects: Vec<u32>,
+    pub frames: Vec<F>,
 }
 
 /// Frames of a video file, extracted with the `ffmpeg` program into a temporary folder.
@@ -204,6 +220,9 @@ pub fn run(args: TrackArgs) -> Result<()> {
         .with_context(|| format!("invalid prompts file {}", args.prompts.display()))?;
     if spec.rounds.is_empty() || spec.rounds.iter().all(|r| r.prompts.is_empty()) {
         bail!("{}: no prompts", args.prompts.display());
+    }
+    if args.stream {
+        return crate::track_stream::run(&args, &spec);
     }
     let _video_tmp;
     let frames_dir = if args.frames.is_file() {
@@ -269,20 +288,16 @@ pub fn run(args: TrackArgs) -> Result<()> {
         );
         let mut on_frame = |m: &FrameMasks| -> fastsam2_predict::video::Result<()> {
             bar.inc(1);
-            write_frame(
-                &args,
-                &session_ids(m),
-                m,
-                (h, w),
-                &frame_files,
-                &mut results,
-            )
-            .map_err(|e| {
-                fastsam2_predict::video::VideoError::Streaming(format!(
-                    "writing frame {}: {e:#}",
-                    m.frame
-                ))
-            })
+            write_frame(&args, m, (h, w), &|| Ok(load_rgb(&frame_files[m.frame])?))
+                .map(|r| {
+                    results.insert(m.frame, r);
+                })
+                .map_err(|e| {
+                    fastsam2_predict::video::VideoError::Streaming(format!(
+                        "writing frame {}: {e:#}",
+                        m.frame
+                    ))
+                })
         };
         session.propagate_round(&mut on_frame)?;
         bar.finish_and_clear();
@@ -302,11 +317,7 @@ pub fn run(args: TrackArgs) -> Result<()> {
     Ok(())
 }
 
-fn session_ids(m: &FrameMasks) -> Vec<u32> {
-    m.objects.iter().map(|o| o.id).collect()
-}
-
-fn progress(len: u64, msg: &str) -> indicatif::ProgressBar {
+pub(crate) fn progress(len: u64, msg: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);
     pb.set_style(
         indicatif::ProgressStyle::with_template(
@@ -318,14 +329,14 @@ fn progress(len: u64, msg: &str) -> indicatif::ProgressBar {
     pb
 }
 
-fn write_frame(
+/// Writes one frame's outputs (per-object PNGs, logits, overlay) and returns its entry of
+/// `result.json`. `frame_image` gives the frame for the overlay.
+pub(crate) fn write_frame(
     args: &TrackArgs,
-    _ids: &[u32],
     m: &FrameMasks,
     (h, w): (usize, usize),
-    files: &[PathBuf],
-    results: &mut BTreeMap<usize, FrameResult>,
-) -> Result<()> {
+    frame_image: &dyn Fn() -> Result<fastsam2_core::image_io::RgbImage>,
+) -> Result<FrameResult> {
     let mut objs: Vec<&fastsam2_predict::video::ObjectMask> = m.objects.iter().collect();
     objs.sort_by_key(|o| o.id);
     let mut logits_all = Vec::new();
@@ -366,7 +377,7 @@ fn write_frame(
     if args.overlay {
         let dir = args.out.join("overlay");
         std::fs::create_dir_all(&dir)?;
-        let img = load_rgb(&files[m.frame])?;
+        let img = frame_image()?;
         let refs: Vec<&[bool]> = masks.iter().map(|m| m.as_slice()).collect();
         save_png(
             &draw_masks(&img, &refs, 0.45),
@@ -374,14 +385,10 @@ fn write_frame(
         )
         .context("cannot write overlay")?;
     }
-    results.insert(
-        m.frame,
-        FrameResult {
-            frame: m.frame,
-            objects: entries,
-        },
-    );
-    Ok(())
+    Ok(FrameResult {
+        frame: m.frame,
+        objects: entries,
+    })
 }
 
 fn write_result(

@@ -1,6 +1,7 @@
 //! `fastsam2 track` end to end against the official CLI layout (SAM 2.1 micro, committed
 //! 8-frame video, 1, 2 and 3 rounds of prompts), and its errors on bad input; also the
-//! `eval interactive` engine wiring.
+//! `eval interactive` engine wiring; `--stream` (PPM frames on standard input, or a folder read
+//! frame by frame) against offline tracking, and its errors.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -358,4 +359,336 @@ fn eval_interactive_runs_the_engine() {
         let v = r[format!("mIoU@{k}")].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&v), "mIoU@{k} = {v}");
     }
+}
+
+/// `fastsam2 track --stream` with `stdin` as its standard input.
+fn fastsam2_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fastsam2"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run fastsam2");
+    let mut pipe = child.stdin.take().unwrap();
+    // a broken pipe is fine: the command may stop reading early on an error
+    let _ = pipe.write_all(stdin);
+    drop(pipe);
+    child.wait_with_output().unwrap()
+}
+
+/// The committed frames as one PPM stream (what `ffmpeg -f image2pipe -vcodec ppm` writes).
+fn ppm_stream(indices: impl IntoIterator<Item = usize>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for i in indices {
+        let img = fastsam2_core::image_io::load_rgb(
+            root().join(format!("fixtures/video/frames/{i:05}.png")),
+        )
+        .unwrap();
+        fastsam2_core::ppm_stream::write_ppm_frame(&mut bytes, &img).unwrap();
+    }
+    bytes
+}
+
+#[test]
+fn track_stream_equals_offline_tracking() {
+    let d = tmp("stream");
+    let w = weights();
+    let prompts = root().join("fixtures/sam2.1_hiera_micro/cli/prompts_rounds_1.json");
+    let prompts = prompts.to_str().unwrap();
+    let dir = |n: &str| d.join(n).to_str().unwrap().to_string();
+    let common = |frames: &str, out: &str| -> Vec<String> {
+        [
+            "track",
+            "--checkpoint",
+            &w,
+            "--frames",
+            frames,
+            "--prompts",
+            prompts,
+            "--save-logits",
+            "--out",
+            out,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let offline = common(&frames(), &dir("offline"));
+    let o = fastsam2(&offline.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // live: PPM frames on standard input; and a folder read one frame at a time
+    let mut piped = common("-", &dir("piped"));
+    piped.push("--stream".into());
+    let o = fastsam2_stdin(
+        &piped.iter().map(String::as_str).collect::<Vec<_>>(),
+        &ppm_stream(0..8),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut folder = common(&frames(), &dir("folder"));
+    folder.push("--stream".into());
+    let o = fastsam2(&folder.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let reference = json(&d.join("offline/result.json"));
+    for run in ["piped", "folder"] {
+        let out = d.join(run);
+        let r = json(&out.join("result.json"));
+        for key in ["model", "num_frames", "image_size", "objects"] {
+            assert_eq!(r[key], reference[key], "{run}: {key}");
+        }
+        let lines = std::fs::read_to_string(out.join("frames.jsonl")).unwrap();
+        assert_eq!(lines.lines().count(), 8, "{run}: one line per frame");
+        let (fa, fb) = (
+            r["frames"].as_array().unwrap(),
+            reference["frames"].as_array().unwrap(),
+        );
+        assert_eq!(fa.len(), 8);
+        for (f, (a, b)) in fa.iter().zip(fb).enumerate() {
+            let line: serde_json::Value =
+                serde_json::from_str(lines.lines().nth(f).unwrap()).unwrap();
+            assert_eq!(
+                &line, a,
+                "{run}: frames.jsonl line {f} is result.json's entry"
+            );
+            assert_eq!(a["frame"], b["frame"]);
+            for (oa, ob) in wo_objects(a).iter().zip(&wo_objects(b)) {
+                assert_eq!(oa["object"], ob["object"], "{run} frame {f}");
+                assert_eq!(oa["area"], ob["area"], "{run} frame {f}");
+                assert_eq!(oa["bbox"], ob["bbox"], "{run} frame {f}");
+                let (sa, sb) = (
+                    oa["object_score"].as_f64().unwrap(),
+                    ob["object_score"].as_f64().unwrap(),
+                );
+                assert!(
+                    (sa - sb).abs() < 1e-5,
+                    "{run} frame {f}: score {sa} vs {sb}"
+                );
+            }
+            let la = read_npy(&out.join(format!("logits/{f:05}.npy"))).unwrap();
+            let lb = read_npy(&d.join(format!("offline/logits/{f:05}.npy"))).unwrap();
+            assert_eq!(la.shape, lb.shape);
+            let diff = la
+                .data
+                .to_f32()
+                .iter()
+                .zip(&lb.data.to_f32())
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(diff <= 1e-5, "{run} frame {f}: logits differ by {diff}");
+            for id in [1, 2] {
+                let name = format!("{id}/{f:05}.png");
+                assert_eq!(
+                    read_binary_mask_png(&out.join(&name)).unwrap().data,
+                    read_binary_mask_png(&d.join("offline").join(&name))
+                        .unwrap()
+                        .data,
+                    "{run}: {name}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn track_stream_bad_input_keeps_results() {
+    let d = tmp("stream-bad");
+    let w = weights();
+    let out = d.join("out");
+    let run = |prompts: &str, stdin: &[u8], extra: &[&str]| -> (bool, String) {
+        let p = d.join("p.json");
+        std::fs::write(&p, prompts).unwrap();
+        let _ = std::fs::remove_dir_all(&out);
+        let mut args = vec![
+            "track",
+            "--stream",
+            "--checkpoint",
+            &w,
+            "--frames",
+            "-",
+            "--prompts",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = fastsam2_stdin(&args, stdin);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!err.contains("panicked"), "{err}");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("error"))
+            .unwrap_or("")
+            .to_string();
+        (o.status.success(), line)
+    };
+    let frames_done = || {
+        json(&out.join("result.json"))["frames"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let click0 = r#"{"rounds": [{"prompts": [{"frame": 0, "object": 1, "points": [[160, 60]]}]}]}"#;
+    let all = ppm_stream(0..8);
+
+    // the stream is cut inside frame 4: frames 0-3 are kept, and result.json lists them
+    let one = ppm_stream([0]).len();
+    let (ok, e) = run(click0, &all[..4 * one + one / 3], &[]);
+    assert!(
+        !ok && e.contains("PPM stream, frame 4") && e.contains("pixel bytes"),
+        "{e}"
+    );
+    assert_eq!(frames_done(), 4);
+    assert_eq!(json(&out.join("result.json"))["num_frames"], 4);
+    assert!(out.join("1/00003.png").exists() && !out.join("1/00004.png").exists());
+
+    // a frame of another size
+    let mut mixed = ppm_stream(0..2);
+    let small = fastsam2_core::image_io::RgbImage::from_fn(32, 24, |x, _| [x as u8; 3]).unwrap();
+    fastsam2_core::ppm_stream::write_ppm_frame(&mut mixed, &small).unwrap();
+    let (ok, e) = run(click0, &mixed, &[]);
+    assert!(
+        !ok && e.contains("frame 2") && e.contains("32x24 but the stream is 320x240"),
+        "{e}"
+    );
+    assert_eq!(frames_done(), 2);
+
+    // a prompt outside the frame, checked when its frame arrives
+    let late_bad = r#"{"rounds": [{"prompts": [{"frame": 0, "object": 1, "points": [[160, 60]]},
+        {"frame": 3, "object": 2, "points": [[400, 60]]}]}]}"#;
+    let (ok, e) = run(late_bad, &all, &[]);
+    assert!(
+        !ok && e.contains("frame 3") && e.contains("outside the 320x240 image"),
+        "{e}"
+    );
+    assert_eq!(frames_done(), 3);
+
+    // a prompt on a frame the stream never reaches: every frame is written, then the error
+    let never = r#"{"rounds": [{"prompts": [{"frame": 0, "object": 1, "points": [[160, 60]]},
+        {"frame": 9, "object": 2, "points": [[60, 60]]}]}]}"#;
+    let (ok, e) = run(never, &all, &[]);
+    assert!(
+        !ok && e.contains("frame 9 were never applied") && e.contains("after 8 frames"),
+        "{e}"
+    );
+    assert_eq!(frames_done(), 8);
+
+    // an object that starts on frame 2: the frames before it have no objects
+    let mid = r#"{"rounds": [{"prompts": [{"frame": 2, "object": 7, "points": [[160, 60]]}]}]}"#;
+    let (ok, e) = run(mid, &all, &["--max-frames", "5"]);
+    assert!(ok, "{e}");
+    let r = json(&out.join("result.json"));
+    let counts: Vec<usize> = r["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["objects"].as_array().unwrap().len())
+        .collect();
+    assert_eq!(counts, [0, 0, 1, 1, 1]);
+    assert_eq!(r["objects"], serde_json::json!([7]));
+    assert!(!out.join("7/00001.png").exists() && out.join("7/00004.png").exists());
+
+    // refused before any frame is read
+    let two_rounds = r#"{"rounds": [{"prompts": [{"frame": 0, "object": 1, "points": [[160, 60]]}]},
+        {"prompts": [{"frame": 4, "object": 1, "points": [[160, 60]]}]}]}"#;
+    let (ok, e) = run(two_rounds, &all, &[]);
+    assert!(!ok && e.contains("--stream takes one round"), "{e}");
+    let (ok, e) = run(click0, &all, &["--max-frames", "0"]);
+    assert!(!ok && e.contains("--max-frames 0"), "{e}");
+    let (ok, e) = run(click0, b"", &[]);
+    assert!(!ok && e.contains("standard input: no frames"), "{e}");
+    assert!(!out.join("result.json").exists());
+    let (ok, e) = run(click0, b"GIF89a....", &[]);
+    assert!(
+        !ok && e.contains("expected a binary PPM header (P6)"),
+        "{e}"
+    );
+    assert!(!out.join("result.json").exists());
+}
+
+#[test]
+fn track_stream_sources_without_ffmpeg() {
+    let d = tmp("stream-src");
+    let video = d.join("clip.mp4");
+    std::fs::write(&video, b"not decoded here").unwrap();
+    let prompts = root().join("fixtures/sam2.1_hiera_micro/cli/prompts_rounds_1.json");
+    let w = weights();
+    let run = |frames: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_fastsam2"))
+            .args(["track", "--stream", "--checkpoint", &w, "--frames", frames])
+            .args(["--prompts", prompts.to_str().unwrap()])
+            .args(["--out", d.join("out").to_str().unwrap()])
+            .env("HF_HUB_OFFLINE", "1")
+            .env("PATH", "") // no ffmpeg on it, whatever the machine has
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    for src in [video.to_str().unwrap(), "rtsp://127.0.0.1:1/live"] {
+        let e = run(src);
+        assert!(e.contains("needs the ffmpeg program on PATH"), "{src}: {e}");
+    }
+    let e = run(d.join("missing.mp4").to_str().unwrap());
+    assert!(e.contains("no such file, folder or URL"), "{e}");
+    assert!(!d.join("out/result.json").exists());
+}
+
+#[test]
+fn track_stream_drop_frames_keeps_source_indices() {
+    let d = tmp("stream-drop");
+    let out = d.join("out");
+    let p = d.join("p.json");
+    // object 2 is prompted on frame 3, which may be skipped: it then starts on the next
+    // tracked frame
+    std::fs::write(
+        &p,
+        r#"{"rounds": [{"prompts": [{"frame": 0, "object": 1, "points": [[160, 60]]},
+            {"frame": 3, "object": 2, "points": [[250, 180]]}]}]}"#,
+    )
+    .unwrap();
+    // 24 frames at once: the reader gets ahead of the tracker, whatever the machine
+    let o = fastsam2_stdin(
+        &[
+            "track",
+            "--stream",
+            "--drop-frames",
+            "--checkpoint",
+            &weights(),
+            "--frames",
+            "-",
+            "--prompts",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &ppm_stream((0..24).map(|i| i % 8)),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out.join("result.json"));
+    let frames = r["frames"].as_array().unwrap();
+    let idx: Vec<u64> = frames
+        .iter()
+        .map(|f| f["frame"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !idx.is_empty() && idx.windows(2).all(|w| w[0] < w[1]),
+        "{idx:?}"
+    );
+    assert_eq!(*idx.last().unwrap(), 23, "the last frame is always tracked");
+    assert_eq!(r["num_frames"].as_u64().unwrap() as usize, idx.len());
+    assert_eq!(r["objects"], serde_json::json!([1, 2]));
+    for (f, &i) in frames.iter().zip(&idx) {
+        let ids: Vec<u64> = wo_objects(f)
+            .iter()
+            .map(|o| o["object"].as_u64().unwrap())
+            .collect();
+        let expect: &[u64] = if i >= 3 { &[1, 2] } else { &[1] };
+        assert_eq!(ids, expect, "frame {i}");
+        assert!(out.join(format!("1/{i:05}.png")).exists());
+    }
+    // skipped frames have no outputs
+    let written = std::fs::read_dir(out.join("1")).unwrap().count();
+    assert_eq!(written, idx.len());
 }

@@ -3,6 +3,7 @@
 pub mod image_io;
 pub mod mask_io;
 pub mod overlay;
+pub mod ppm_stream;
 pub mod prompt;
 pub mod resize;
 pub mod rle;
