@@ -2,7 +2,7 @@
 //! rounds of prompts from PROMPTS.json, each followed by propagation (forward from the
 //! earliest conditioning frame, then backward), per-object PNGs, `result.json`, and with
 //! `--save-logits` per-frame logits. Outputs are written as frames complete, so an error
-//! mid-run keeps what was already written.
+//! mid-run keeps what was already written. `--stream` (live sources) is `track_stream.rs`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -317,7 +317,7 @@ pub fn run(args: TrackArgs) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn progress(len: u64, msg: &str) -> indicatif::ProgressBar {
+fn progress(len: u64, msg: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);
     pb.set_style(
         indicatif::ProgressStyle::with_template(
