@@ -529,6 +529,12 @@ fn track_stream_bad_input_keeps_results() {
             .unwrap()
             .len()
     };
+    // fails with every one of `needles` in its error line, keeping `kept` frames' results
+    let fails_keeping = |prompts: &str, stdin: &[u8], needles: &[&str], kept: usize| {
+        let (ok, e) = run(prompts, stdin, &[]);
+        assert!(!ok && needles.iter().all(|n| e.contains(n)), "{e}");
+        assert_eq!(frames_done(), kept, "{e}");
+    };
     let click0 = r#"{"rounds": [{"prompts": [{"frame": 0, "object": 1, "points": [[160, 60]]}]}]}"#;
     let all = ppm_stream(0..8);
 
@@ -547,32 +553,27 @@ fn track_stream_bad_input_keeps_results() {
     let mut mixed = ppm_stream(0..2);
     let small = fastsam2_core::image_io::RgbImage::from_fn(32, 24, |x, _| [x as u8; 3]).unwrap();
     fastsam2_core::ppm_stream::write_ppm_frame(&mut mixed, &small).unwrap();
-    let (ok, e) = run(click0, &mixed, &[]);
-    assert!(
-        !ok && e.contains("frame 2") && e.contains("32x24 but the stream is 320x240"),
-        "{e}"
+    fails_keeping(
+        click0,
+        &mixed,
+        &["frame 2", "32x24 but the stream is 320x240"],
+        2,
     );
-    assert_eq!(frames_done(), 2);
 
     // a prompt outside the frame, checked when its frame arrives
     let late_bad = r#"{"rounds": [{"prompts": [{"frame": 0, "object": 1, "points": [[160, 60]]},
         {"frame": 3, "object": 2, "points": [[400, 60]]}]}]}"#;
-    let (ok, e) = run(late_bad, &all, &[]);
-    assert!(
-        !ok && e.contains("frame 3") && e.contains("outside the 320x240 image"),
-        "{e}"
-    );
-    assert_eq!(frames_done(), 3);
+    fails_keeping(late_bad, &all, &["frame 3", "outside the 320x240 image"], 3);
 
     // a prompt on a frame the stream never reaches: every frame is written, then the error
     let never = r#"{"rounds": [{"prompts": [{"frame": 0, "object": 1, "points": [[160, 60]]},
         {"frame": 9, "object": 2, "points": [[60, 60]]}]}]}"#;
-    let (ok, e) = run(never, &all, &[]);
-    assert!(
-        !ok && e.contains("frame 9 were never applied") && e.contains("after 8 frames"),
-        "{e}"
+    fails_keeping(
+        never,
+        &all,
+        &["frame 9 were never applied", "after 8 frames"],
+        8,
     );
-    assert_eq!(frames_done(), 8);
 
     // an object that starts on frame 2: the frames before it have no objects
     let mid = r#"{"rounds": [{"prompts": [{"frame": 2, "object": 7, "points": [[160, 60]]}]}]}"#;
