@@ -3,7 +3,8 @@
 //! frame at a time through a streaming [`Session`], in memory that does not grow with the
 //! stream: the session keeps only the memories later frames attend to, each frame's
 //! outputs go to disk as it completes (`frames.jsonl` gets one line per frame), and
-//! `result.json` is assembled from `frames.jsonl` when the stream ends.
+//! `result.json` is assembled from `frames.jsonl` when the stream ends, or when it is
+//! interrupted (Ctrl-C, SIGTERM, SIGHUP: the frame being tracked is finished first).
 //!
 //! The prompts are one round; each prompt is applied when its frame arrives, before that
 //! frame is tracked (a prompt on a later frame for a tracked object is a correction: it
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -122,38 +123,62 @@ fn finish(child: Option<Child>, complete: bool, read: usize) -> Result<()> {
     Ok(())
 }
 
-/// `--drop-frames`: a reader thread keeps only the newest frame, so tracking that falls
-/// behind a live source skips to the present instead of lagging further and further.
-struct Newest {
-    state: Mutex<NewestState>,
+/// The frames, read ahead by a thread so that the tracking loop waits in one place for a
+/// frame, the end of the source or an interrupt (Ctrl-C, SIGTERM, SIGHUP), even while the
+/// source itself blocks (a live pipe, a stalled RTSP stream). Without `--drop-frames` it
+/// holds one frame and the reader waits until that is taken; with `--drop-frames` the
+/// newest frame replaces an untaken one, so tracking that falls behind a live source skips
+/// to the present instead of lagging further and further.
+struct Reader {
+    state: Mutex<ReaderState>,
     ready: Condvar,
+    drop_frames: bool,
 }
 
 #[derive(Default)]
-struct NewestState {
-    /// The newest unread frame and its index in the source.
+struct ReaderState {
+    /// The next unread frame and its index in the source.
     frame: Option<(usize, RgbImage)>,
     /// Set when the source has ended (`Ok`) or failed.
     end: Option<Result<()>>,
-    /// Frames replaced before they were taken.
+    /// Frames replaced before they were taken (`--drop-frames`).
     dropped: usize,
     /// Frames read from the source.
     read: usize,
+    /// Set by the first interrupt: the loop stops after the frame it is on.
+    interrupted: bool,
 }
 
-impl Newest {
-    fn spawn(mut frames: Frames) -> std::sync::Arc<Self> {
-        let shared = std::sync::Arc::new(Self {
-            state: Mutex::new(NewestState::default()),
+/// What [`Reader::take`] gives.
+enum Next {
+    Frame(usize, RgbImage),
+    End,
+    Interrupted,
+}
+
+impl Reader {
+    fn spawn(mut frames: Frames, drop_frames: bool) -> Arc<Self> {
+        let shared = Arc::new(Self {
+            state: Mutex::new(ReaderState::default()),
             ready: Condvar::new(),
+            drop_frames,
         });
         let s = shared.clone();
         // detached: on an early stop it ends with the source (ffmpeg killed) or the process
         std::thread::spawn(move || {
             loop {
+                if !s.drop_frames {
+                    let mut st = s.lock();
+                    while st.frame.is_some() && !st.interrupted {
+                        st = s.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+                    }
+                    if st.interrupted {
+                        break;
+                    }
+                }
                 let r = frames.next();
-                let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
-                let last = !matches!(r, Ok(Some(_)));
+                let mut st = s.lock();
+                let last = !matches!(r, Ok(Some(_))) || st.interrupted;
                 match r {
                     Ok(Some(img)) => {
                         if st.frame.is_some() {
@@ -167,7 +192,7 @@ impl Newest {
                     Err(e) => st.end = Some(Err(e)),
                 }
                 drop(st);
-                s.ready.notify_one();
+                s.ready.notify_all();
                 if last {
                     break;
                 }
@@ -176,17 +201,26 @@ impl Newest {
         shared
     }
 
-    /// The newest frame not taken yet (waiting for one), or `None` at the end.
-    fn take(&self) -> Result<Option<(usize, RgbImage)>> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReaderState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The next frame (waiting for one), the end of the source, or an interrupt.
+    fn take(&self) -> Result<Next> {
+        let mut st = self.lock();
         loop {
-            if let Some(f) = st.frame.take() {
-                return Ok(Some(f));
+            if st.interrupted {
+                return Ok(Next::Interrupted);
+            }
+            if let Some((i, img)) = st.frame.take() {
+                drop(st);
+                self.ready.notify_all();
+                return Ok(Next::Frame(i, img));
             }
             match st.end.take() {
                 Some(Ok(())) => {
                     st.end = Some(Ok(()));
-                    return Ok(None);
+                    return Ok(Next::End);
                 }
                 Some(Err(e)) => return Err(e),
                 None => st = self.ready.wait(st).unwrap_or_else(|e| e.into_inner()),
@@ -194,10 +228,45 @@ impl Newest {
         }
     }
 
+    /// The first call stops the loop after the frame it is on (and returns `true`); a
+    /// second one returns `false`.
+    fn interrupt(&self) -> bool {
+        let mut st = self.lock();
+        let first = !st.interrupted;
+        st.interrupted = true;
+        drop(st);
+        self.ready.notify_all();
+        first
+    }
+
+    fn interrupted(&self) -> bool {
+        self.lock().interrupted
+    }
+
     /// (frames read, frames dropped).
     fn counts(&self) -> (usize, usize) {
-        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = self.lock();
         (st.read, st.dropped)
+    }
+}
+
+/// Ctrl-C (and SIGTERM / SIGHUP) end the stream like its source ending: the frame being
+/// tracked is finished and `result.json` is written. A second signal quits at once (the
+/// outputs of completed frames are on disk already).
+fn on_interrupt(reader: &Arc<Reader>) {
+    let r = reader.clone();
+    let set = ctrlc::try_set_handler(move || {
+        if r.interrupt() {
+            eprintln!(
+                "interrupted: finishing the current frame, then writing result.json (interrupt again to quit at once)"
+            );
+        } else {
+            eprintln!("interrupted twice: quitting; result.json is not written");
+            std::process::exit(130);
+        }
+    });
+    if let Err(e) = set {
+        tracing::warn!("cannot catch Ctrl-C ({e}): an interrupt will not write result.json");
     }
 }
 
@@ -261,26 +330,9 @@ pub fn run(args: &TrackArgs, spec: &PromptsFile) -> Result<()> {
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     let t0 = Instant::now();
-    // the frames with their index in the source: read here in turn, or the newest one from
-    // a reader thread with --drop-frames
-    let mut direct = None;
-    let newest = if args.drop_frames {
-        Some(Newest::spawn(frames))
-    } else {
-        direct = Some((frames, 0usize));
-        None
-    };
-    let mut next = || -> Result<Option<(usize, RgbImage)>> {
-        match (&newest, &mut direct) {
-            (Some(n), _) => n.take(),
-            (None, Some((frames, read))) => {
-                let f = frames.next()?.map(|img| (*read, img));
-                *read += f.is_some() as usize;
-                Ok(f)
-            }
-            (None, None) => unreachable!("one of the two is set"),
-        }
-    };
+    // the frames with their index in the source, from a reader thread
+    let reader = Reader::spawn(frames, args.drop_frames);
+    on_interrupt(&reader);
     // frames completed (their outputs and line written), and the last source index seen
     let mut done = 0usize;
     let mut seen: Option<usize> = None;
@@ -291,9 +343,17 @@ pub fn run(args: &TrackArgs, spec: &PromptsFile) -> Result<()> {
             if args.max_frames.is_some_and(|n| done >= n) {
                 break;
             }
-            let Some((src, img)) = next()? else {
-                complete = true;
-                break;
+            let (src, img) = match reader.take() {
+                Ok(Next::Frame(src, img)) => (src, img),
+                Ok(Next::End) => {
+                    complete = true;
+                    break;
+                }
+                Ok(Next::Interrupted) => break,
+                // a source killed by the same Ctrl-C (ffmpeg, the other end of a pipe)
+                // may end inside a frame: that is the interrupt, not a broken source
+                Err(_) if reader.interrupted() => break,
+                Err(e) => return Err(e),
             };
             seen = Some(src);
             let frame = session
@@ -332,17 +392,14 @@ pub fn run(args: &TrackArgs, spec: &PromptsFile) -> Result<()> {
         Ok(())
     })();
     bar.finish_and_clear();
-    let read = match (&newest, &direct) {
-        (Some(n), _) => {
-            let (read, dropped) = n.counts();
-            if dropped > 0 {
-                tracing::info!("--drop-frames: skipped {dropped} of {read} frames to keep up");
-            }
-            read
-        }
-        (None, Some((_, read))) => *read,
-        (None, None) => 0,
-    };
+    let (read, dropped) = reader.counts();
+    if dropped > 0 {
+        tracing::info!("--drop-frames: skipped {dropped} of {read} frames to keep up");
+    }
+    // an interrupt that came while the source was ending still counts: ffmpeg, stopped by
+    // the same Ctrl-C, exits with a failure status that is not an error here
+    let interrupted = reader.interrupted();
+    let complete = complete && !interrupted;
     let ended = finish(child, complete, read);
     drop(jsonl);
     if done == 0 {
@@ -350,11 +407,16 @@ pub fn run(args: &TrackArgs, spec: &PromptsFile) -> Result<()> {
         outcome?;
         ended?;
         bail!(
-            "{}: no frames (the source ended before its first frame)",
+            "{}: no frames (the {} before its first frame)",
             if args.frames == Path::new("-") {
                 "standard input".to_string()
             } else {
                 args.frames.display().to_string()
+            },
+            if interrupted {
+                "stream was interrupted"
+            } else {
+                "source ended"
             }
         );
     }
@@ -366,13 +428,21 @@ pub fn run(args: &TrackArgs, spec: &PromptsFile) -> Result<()> {
     ended?;
     if let Some((f, _)) = by_frame.iter().next() {
         let count = seen.map_or(0, |s| s + 1);
+        if interrupted {
+            tracing::warn!(
+                "{}: the prompts on frame {f} were not applied: interrupted after {count} frames",
+                args.prompts.display()
+            );
+            return Ok(());
+        }
         bail!(
             "{}: the prompts on frame {f} were never applied: the stream ended after {count} frames (results for those are written)",
             args.prompts.display()
         );
     }
     tracing::info!(
-        "stream: tracked {} object(s) over {done} frames in {:.1} s; wrote {}",
+        "stream{}: tracked {} object(s) over {done} frames in {:.1} s; wrote {}",
+        if interrupted { " interrupted" } else { "" },
         session.object_ids().len(),
         t0.elapsed().as_secs_f64(),
         args.out.display()

@@ -693,3 +693,114 @@ fn track_stream_drop_frames_keeps_source_indices() {
     let written = std::fs::read_dir(out.join("1")).unwrap().count();
     assert_eq!(written, idx.len());
 }
+
+/// Waits (up to 2 minutes) for `child` to exit.
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let t0 = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("fastsam2 did not exit after the interrupt");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn track_stream_interrupt_writes_result() {
+    use std::io::{Read, Write};
+    let d = tmp("stream-int");
+    let w = weights();
+    let prompts = root().join("fixtures/sam2.1_hiera_micro/cli/prompts_rounds_1.json");
+    let args = |out: &Path| {
+        [
+            "track",
+            "--stream",
+            "--checkpoint",
+            &w,
+            "--frames",
+            "-",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // the same 3 frames, ended by --max-frames: what the interrupted runs must have written
+    let want = d.join("want");
+    let mut a = args(&want);
+    a.extend(["--max-frames".into(), "3".into()]);
+    let o = fastsam2_stdin(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &ppm_stream(0..8),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    for (signal, extra) in [("-INT", None), ("-TERM", Some("--drop-frames"))] {
+        let out = d.join(format!("out{signal}"));
+        let mut a = args(&out);
+        a.extend(extra.map(String::from));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fastsam2"))
+            .args(&a)
+            .env("HF_HUB_OFFLINE", "1")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // 3 frames, then the source stays open and silent, like a stalled live stream; the
+        // frames go one at a time so that --drop-frames skips none of them
+        let mut pipe = child.stdin.take().unwrap();
+        let jsonl = out.join("frames.jsonl");
+        let lines = || {
+            std::fs::read_to_string(&jsonl)
+                .map(|s| s.lines().count())
+                .unwrap_or(0)
+        };
+        for i in 0..3 {
+            pipe.write_all(&ppm_stream([i])).unwrap();
+            pipe.flush().unwrap();
+            let t0 = std::time::Instant::now();
+            while lines() < i + 1 {
+                assert!(t0.elapsed().as_secs() < 120, "frame {i} was not tracked");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        assert!(!out.join("result.json").exists());
+        let pid = child.id().to_string();
+        let k = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(k.success());
+        let status = wait_exit(&mut child);
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        drop(pipe);
+        assert!(status.success(), "{signal}: {status}: {err}");
+        assert!(err.contains("interrupted"), "{signal}: {err}");
+        let r = json(&out.join("result.json"));
+        let g = json(&want.join("result.json"));
+        assert_eq!(r["num_frames"], 3, "{signal}");
+        assert_eq!(
+            r, g,
+            "{signal}: result.json differs from the --max-frames 3 run"
+        );
+        for obj in [1, 2] {
+            for f in 0..3 {
+                let p = format!("{obj}/{f:05}.png");
+                assert_eq!(
+                    std::fs::read(out.join(&p)).unwrap(),
+                    std::fs::read(want.join(&p)).unwrap(),
+                    "{signal}: {p}"
+                );
+            }
+        }
+    }
+}
