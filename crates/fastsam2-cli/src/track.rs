@@ -46,7 +46,8 @@ pub struct TrackArgs {
     /// no backward pass). `--frames` is then `-` (binary PPM frames on standard input, e.g.
     /// `ffmpeg -i rtsp://... -f image2pipe -vcodec ppm -pix_fmt rgb24 -`), a video file, URL
     /// or device that the `ffmpeg` program opens, or a folder of frames. Also writes
-    /// `frames.jsonl`, one line per frame as it completes.
+    /// `frames.jsonl`, one line per frame as it completes. Ctrl-C (or SIGTERM) ends the
+    /// stream: the current frame is finished and `result.json` written.
     #[arg(long)]
     pub stream: bool,
     /// With --stream: stop after this many frames (with --drop-frames, tracked frames).
